@@ -1,0 +1,6 @@
+//! The `cpis-attendance` binary: the attendance service as its own process.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    cpis_mesh::run_main::<cpis_attendance::Attendance>().await
+}

@@ -1,0 +1,6 @@
+//! The `cpis-flag-registry` binary: the flag-registry service as its own process.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    cpis_mesh::run_main::<cpis_flag_registry::FlagRegistry>().await
+}
