@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::identity::PeerIdentity;
+use crate::metrics::Metrics;
 use crate::tls::MeshTls;
 
 /// What a request knows of the connection it came on; found in the request's extensions.
@@ -88,7 +89,12 @@ pub type Incoming = ReceiverStream<Result<TlsConnection, io::Error>>;
 /// Accepts connections on `listener` and hands over those that complete an mTLS handshake
 /// within `handshake_timeout`. Accepting stops when the returned stream is dropped (tonic
 /// drops it when shutdown begins).
-pub fn accept_tls(listener: TcpListener, tls: MeshTls, handshake_timeout: Duration) -> Incoming {
+pub fn accept_tls(
+    listener: TcpListener,
+    tls: MeshTls,
+    handshake_timeout: Duration,
+    metrics: Metrics,
+) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -108,16 +114,20 @@ pub fn accept_tls(listener: TcpListener, tls: MeshTls, handshake_timeout: Durati
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.server_config());
             let tx = tx.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
                 let stream = match handshake.await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
-                        tracing::debug!(%remote_addr, %error, "TLS handshake refused");
+                        let reason = refusal_reason(&error);
+                        tracing::info!(%remote_addr, reason, %error, "TLS handshake refused");
+                        metrics.handshake_failed(reason);
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%remote_addr, "TLS handshake timed out");
+                        tracing::info!(%remote_addr, "TLS handshake timed out");
+                        metrics.handshake_failed("timeout");
                         return;
                     }
                 };
@@ -144,4 +154,19 @@ pub fn accept_tls(listener: TcpListener, tls: MeshTls, handshake_timeout: Durati
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// A short, fixed reason for a refused handshake, for logs and the metric label.
+fn refusal_reason(error: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        // The mesh's own checks: one SPIFFE ID of the trust domain.
+        Some(Error::InvalidCertificate(
+            CertificateError::Other(_) | CertificateError::NotValidForName,
+        )) => "identity",
+        Some(Error::InvalidCertificate(_)) => "untrusted_certificate",
+        Some(_) => "protocol",
+        None => "io",
+    }
 }

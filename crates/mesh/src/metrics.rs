@@ -21,6 +21,7 @@ pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     server: RpcMetrics,
     client: RpcMetrics,
+    handshake_failures: Family<Labels, Counter>,
 }
 
 /// Request count, error count by code and latency of RPCs, on one side of the call.
@@ -91,10 +92,17 @@ impl Metrics {
         let mut registry = Registry::default();
         let server = RpcMetrics::register(&mut registry, "server");
         let client = RpcMetrics::register(&mut registry, "client");
+        let handshake_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "cpis_tls_handshake_failures",
+            "mTLS handshakes the server refused or that timed out, by reason",
+            handshake_failures.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             server,
             client,
+            handshake_failures,
         }
     }
 
@@ -106,6 +114,13 @@ impl Metrics {
     /// Client-side RPC metrics.
     pub fn client(&self) -> &RpcMetrics {
         &self.client
+    }
+
+    /// Counts a refused or timed-out handshake; `reason` is one of a few fixed words.
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
     }
 
     /// The registry, for a service to register its own metrics.

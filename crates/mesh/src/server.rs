@@ -212,6 +212,7 @@ pub async fn start(ctx: &MeshContext, parts: ServiceParts) -> Result<RunningServ
         listener,
         ctx.tls.clone(),
         server_cfg.handshake_timeout.get(),
+        ctx.metrics.clone(),
     );
 
     let delay = server_cfg.shutdown_delay.get();
