@@ -123,6 +123,14 @@ export PATH="$VENV/bin:$PATH"
 # Tests print their own logs only on failure.
 export RUST_BACKTRACE=1
 
+# Databases left by earlier runs' tests (each test creates its own cpis_test_<random>).
+psql_admin() { psql "postgres://postgres@$PG_HOST:$PG_PORT/postgres" -Atqc "$1"; }
+if command -v psql >/dev/null 2>&1; then
+  for db in $(psql_admin "SELECT datname FROM pg_database WHERE datname LIKE 'cpis_test_%'" || true); do
+    psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || true
+  done
+fi
+
 log "cargo fmt --check"
 cargo fmt --all --check
 

@@ -10,6 +10,7 @@
 //! - [`health`], [`reflection`]: `grpc.health.v1` following dependencies, reflection v1 and
 //!   v1alpha;
 //! - [`server`], [`client`], [`shutdown`], [`runtime`]: serving, channels, graceful stop;
+//! - [`db`]: Postgres or SQLite by URL, embedded migrations, a health check;
 //! - [`token`]: users' EdDSA session tokens and activities;
 //! - [`nhs_hash`]: pseudonyms of NHS numbers for logs, spans and metrics;
 //! - [`error`]: one mapping from errors to `tonic::Status` with field violations;
@@ -18,6 +19,7 @@
 pub mod authz;
 pub mod client;
 pub mod config;
+pub mod db;
 pub mod deadline;
 pub mod devpki;
 pub mod duration;

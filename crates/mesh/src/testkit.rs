@@ -104,6 +104,39 @@ impl Default for TestPki {
     }
 }
 
+/// The Postgres server tests use: `CPIS_TEST_DATABASE_URL`, by default the local one.
+pub fn postgres_server_url() -> String {
+    std::env::var("CPIS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A new, empty Postgres database (`cpis_test_<random>`) on the test server; its URL.
+/// `scripts/test.sh` drops leftovers of earlier runs.
+pub async fn postgres_database() -> String {
+    use sqlx::Connection;
+    let server = postgres_server_url();
+    let name = format!("cpis_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("the test Postgres server is reachable (CPIS_TEST_DATABASE_URL)");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    match server.rfind('/') {
+        Some(slash) if server[..slash].ends_with(|c: char| c != '/') => {
+            format!("{}/{name}", &server[..slash])
+        }
+        _ => format!("{}/{name}", server.trim_end_matches('/')),
+    }
+}
+
+/// The URL of an SQLite database file `name` in `dir`.
+pub fn sqlite_database(dir: &std::path::Path, name: &str) -> String {
+    format!("sqlite:{}", dir.join(format!("{name}.db")).display())
+}
+
 /// A span as an OTLP receiver got it.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {

@@ -1,0 +1,227 @@
+//! Databases: Postgres in a cluster, SQLite on one machine, chosen by the URL's scheme.
+//!
+//! Each service owns one database. Its migrations are SQL files embedded in the binary (one
+//! set per dialect), run at start-up and by a `migrate` subcommand for a Helm hook Job.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::health::DependencyCheck;
+
+/// A database problem.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is neither `postgres://` nor `sqlite:`.
+    #[error("database URL must start with postgres:// or sqlite: (got `{0}`)")]
+    Scheme(String),
+    /// The URL does not parse.
+    #[error("database URL: {0}")]
+    Url(String),
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// How a service connects to its database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:5432/db` or `sqlite:path/to/file.db`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Bound on acquiring a connection.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// Settings for `url` with a pool sized for one service replica.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection pool of either dialect.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// Postgres.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// One migration, embedded with `include_str!`.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedMigration {
+    /// Its version: applied in increasing order, never renumbered once released.
+    pub version: i64,
+    /// What it does.
+    pub description: &'static str,
+    /// Its SQL.
+    pub sql: &'static str,
+}
+
+/// A service's migrations, one list per dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    /// For Postgres.
+    pub postgres: &'static [EmbeddedMigration],
+    /// For SQLite.
+    pub sqlite: &'static [EmbeddedMigration],
+}
+
+#[derive(Debug)]
+struct Embedded(&'static [EmbeddedMigration]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|m| {
+                    Migration::new(
+                        m.version,
+                        m.description.into(),
+                        MigrationType::Simple,
+                        m.sql.into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+impl Database {
+    /// Connects to the database the URL names. An SQLite file is created when missing, in
+    /// WAL mode with a busy timeout so that readers and the one writer do not block each other.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let url = settings.url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options =
+                PgConnectOptions::from_str(url).map_err(|e| DbError::Url(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(DbError::Connect)?;
+            Ok(Self::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbError::Url(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            if let Some(dir) = options
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbError::Url(format!("{}: {e}", dir.display())))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(DbError::Connect)?;
+            Ok(Self::Sqlite(pool))
+        } else {
+            Err(DbError::Scheme(url.to_owned()))
+        }
+    }
+
+    /// Applies the migrations of the database's dialect that are not applied yet. Safe with
+    /// several replicas starting at once (sqlx takes a lock).
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), DbError> {
+        match self {
+            Self::Postgres(pool) => {
+                Migrator::new(Embedded(migrations.postgres))
+                    .await?
+                    .run(pool)
+                    .await?
+            }
+            Self::Sqlite(pool) => {
+                Migrator::new(Embedded(migrations.sqlite))
+                    .await?
+                    .run(pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// `postgres` or `sqlite`, for logs.
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Succeeds when the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await?,
+            Self::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    }
+
+    /// A health dependency on this database.
+    pub fn health_check(&self) -> Arc<dyn DependencyCheck> {
+        Arc::new(DatabaseCheck(self.clone()))
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DatabaseCheck(Database);
+
+impl DependencyCheck for DatabaseCheck {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            tokio::time::timeout(Duration::from_secs(2), self.0.ping())
+                .await
+                .map_err(|_| "no answer within 2s".to_owned())?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
