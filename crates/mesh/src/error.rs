@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The deadline passed.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Stored data is damaged or was changed behind the service's back.
+    #[error("{0}")]
+    DataLoss(String),
     /// A bug or an unexpected failure; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,6 +80,7 @@ impl ApiError {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::DataLoss(_) => Code::DataLoss,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -126,6 +126,7 @@ where
                 rpc.grpc.status_code = tracing::field::Empty,
                 peer = tracing::field::Empty,
                 trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             ),
             Side::Client => tracing::info_span!(
                 "grpc.client",
@@ -137,6 +138,7 @@ where
                 rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
                 trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             ),
         };
         match self.side {
@@ -146,8 +148,12 @@ where
             }
             Side::Client => propagation::inject(&span, request.headers_mut()),
         }
+        // Logs inside the call carry these fields, so a log line leads to its trace.
         if let Some(trace_id) = propagation::trace_id(&span) {
             span.record("trace_id", trace_id);
+        }
+        if let Some(span_id) = propagation::span_id(&span) {
+            span.record("span_id", span_id);
         }
 
         let completion = Completion {

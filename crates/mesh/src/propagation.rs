@@ -51,3 +51,10 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let span_cx = cx.span().span_context().clone();
     span_cx.is_valid().then(|| span_cx.trace_id().to_string())
 }
+
+/// The span id of `span` as 16 hex digits, when it has a valid context.
+pub fn span_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let span_cx = cx.span().span_context().clone();
+    span_cx.is_valid().then(|| span_cx.span_id().to_string())
+}

@@ -212,6 +212,48 @@ impl KeySource for StaticKeys {
     }
 }
 
+/// The identity service's `GetSigningKeys`, the key source of every verifier in the mesh.
+#[derive(Debug, Clone)]
+pub struct IdentityKeys {
+    channel: crate::client::MeshChannel,
+}
+
+impl IdentityKeys {
+    /// Keys from the identity service behind `channel`.
+    pub fn new(channel: crate::client::MeshChannel) -> Self {
+        Self { channel }
+    }
+}
+
+impl KeySource for IdentityKeys {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<VerificationKey>, String>> {
+        use cpis_proto::identity::GetSigningKeysRequest;
+        use cpis_proto::identity::identity_service_client::IdentityServiceClient;
+        Box::pin(async move {
+            let client = IdentityServiceClient::new(self.channel.clone());
+            // Idempotent: a lost answer is simply asked for again.
+            let answer = crate::client::retry_idempotent(Default::default(), || {
+                let mut client = client.clone();
+                async move { client.get_signing_keys(GetSigningKeysRequest {}).await }
+            })
+            .await
+            .map_err(|status| format!("identity GetSigningKeys: {}", status.message()))?;
+            Ok(answer
+                .into_inner()
+                .keys
+                .into_iter()
+                .filter(|k| {
+                    k.algorithm.is_empty() || k.algorithm == "EdDSA" || k.algorithm == "Ed25519"
+                })
+                .map(|k| VerificationKey {
+                    key_id: k.key_id,
+                    public_key: k.public_key,
+                })
+                .collect())
+        })
+    }
+}
+
 /// What a token must say to be accepted.
 #[derive(Debug, Clone)]
 pub struct TokenRules {

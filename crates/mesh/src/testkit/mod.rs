@@ -22,6 +22,8 @@ use crate::devpki::{DevCa, IssuedCert};
 use crate::duration::HumanDuration;
 use crate::tls::{MeshTls, TlsFiles};
 
+pub mod process;
+
 /// The trust domain of test PKIs.
 pub const TRUST_DOMAIN: &str = "cpis.local";
 /// The namespace of test workloads.
