@@ -11,6 +11,7 @@
 //!   v1alpha;
 //! - [`server`], [`client`], [`shutdown`], [`runtime`]: serving, channels, graceful stop;
 //! - [`db`]: Postgres or SQLite by URL, embedded migrations, a health check;
+//! - [`outbox`]: events written in the caller's transaction, shipped at least once by a relay;
 //! - [`token`]: users' EdDSA session tokens and activities;
 //! - [`nhs_hash`]: pseudonyms of NHS numbers for logs, spans and metrics;
 //! - [`error`]: one mapping from errors to `tonic::Status` with field violations;
@@ -30,6 +31,7 @@ pub mod incoming;
 pub mod metrics;
 pub mod nhs_hash;
 pub mod observe;
+pub mod outbox;
 pub mod propagation;
 pub mod reflection;
 pub mod runtime;

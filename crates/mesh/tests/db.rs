@@ -17,10 +17,14 @@ const MIGRATIONS: Migrations = Migrations {
 };
 
 async fn exercise(url: &str) {
-    let db = Database::connect(&DatabaseSettings::new(url)).await.unwrap();
+    let db = Database::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap();
     db.migrate(&MIGRATIONS).await.unwrap();
     // A second start applies nothing and does not fail.
-    let again = Database::connect(&DatabaseSettings::new(url)).await.unwrap();
+    let again = Database::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap();
     again.migrate(&MIGRATIONS).await.unwrap();
     db.ping().await.unwrap();
     let check = db.health_check();
@@ -59,6 +63,8 @@ async fn sqlite_creates_its_file_and_directory() {
 
 #[tokio::test]
 async fn an_unknown_scheme_is_refused() {
-    let err = Database::connect(&DatabaseSettings::new("mysql://x")).await.unwrap_err();
+    let err = Database::connect(&DatabaseSettings::new("mysql://x"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("postgres://"), "{err}");
 }

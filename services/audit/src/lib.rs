@@ -1,21 +1,142 @@
 //! The audit service: the append-only, tamper-evident log of every access.
 //!
-//! Its RPCs land in their own issue; until then it serves what every service serves
-//! (health and reflection) on the mesh runtime.
+//! Events arrive from every service's outbox (`Append`, idempotent by event id), get
+//! consecutive indexes from one sequencer, and become leaves of an RFC 6962 Merkle tree whose
+//! signed checkpoints (C2SP signed notes) let anyone prove, with `cpis audit verify`, that the
+//! log was not edited afterwards. Privacy officers search it (`QueryEvents`), and every
+//! search is itself logged.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use cpis_mesh::config::NoSection;
+use cpis_merkle::CheckpointSigner;
+use cpis_mesh::config::ServiceSection;
+use cpis_mesh::db::{Database, DatabaseSettings, EmbeddedMigration, Migrations};
 use cpis_mesh::server::BoxError;
-use cpis_mesh::{Config, MeshContext, MeshService, ServiceDefaults, ServiceParts};
+use cpis_mesh::token::{IdentityKeys, TokenVerifier};
+use cpis_mesh::{
+    AccessPolicy, Config, MeshContext, MeshService, PeerClass, ServiceDefaults, ServiceParts,
+};
+use cpis_proto::audit::audit_service_server::{AuditServiceServer, SERVICE_NAME};
 use tonic::service::Routes;
+
+pub mod api;
+pub mod config;
+mod error;
+pub mod log;
+mod query;
+pub mod store;
+pub mod verify;
+
+pub use config::AuditSection;
+use store::AuditStore;
+
+/// The service's migrations, embedded.
+pub const MIGRATIONS: Migrations = Migrations {
+    postgres: &[EmbeddedMigration {
+        version: 1,
+        description: "audit log",
+        sql: include_str!("../migrations/postgres/0001_log.sql"),
+    }],
+    sqlite: &[EmbeddedMigration {
+        version: 1,
+        description: "audit log",
+        sql: include_str!("../migrations/sqlite/0001_log.sql"),
+    }],
+};
 
 /// The audit service, as the runtime runs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Audit;
 
+/// Who may call what: only mesh services append; privacy officers' systems query (with a
+/// token granting `audit.read`); checkpoints and proofs, which reveal only hashes, are open to
+/// every peer of the mesh.
+pub fn policy(ctx: &MeshContext) -> AccessPolicy {
+    let method = |name: &str| format!("{SERVICE_NAME}/{name}");
+    let everyone = || [PeerClass::AnyService, PeerClass::Edge, PeerClass::OrgSystem];
+    ctx.policy()
+        .allow_method(&method("Append"), [PeerClass::AnyService])
+        .allow_method(&method("QueryEvents"), [PeerClass::OrgSystem])
+        .allow_method(&method("GetCheckpoint"), everyone())
+        .allow_method(&method("GetInclusionProof"), everyone())
+        .allow_method(&method("GetConsistencyProof"), everyone())
+}
+
+/// Builds the service on a connected, migrated database with the given token verifier.
+pub fn parts(
+    ctx: &MeshContext,
+    section: &AuditSection,
+    db: &Database,
+    tokens: TokenVerifier,
+) -> Result<ServiceParts, BoxError> {
+    let signer =
+        CheckpointSigner::from_ed25519_seed(section.key_name(), &section.checkpoint_seed()?)?;
+    tracing::info!(vkey = %signer.verifier().vkey(), origin = %section.origin, "checkpoints are signed by this key");
+    let routes = match db {
+        Database::Postgres(pool) => routes(
+            ctx,
+            section,
+            signer,
+            tokens,
+            store::postgres::PgAuditStore::new(pool.clone()),
+        ),
+        Database::Sqlite(pool) => routes(
+            ctx,
+            section,
+            signer,
+            tokens,
+            store::sqlite::SqliteAuditStore::new(pool.clone()),
+        ),
+    };
+    Ok(ServiceParts {
+        workload: Audit::DEFAULTS.name,
+        routes,
+        service_names: vec![SERVICE_NAME],
+        policy: policy(ctx),
+        checks: vec![db.health_check()],
+    })
+}
+
+fn routes<S: AuditStore>(
+    ctx: &MeshContext,
+    section: &AuditSection,
+    signer: CheckpointSigner,
+    tokens: TokenVerifier,
+    store: S,
+) -> Routes {
+    let appended = Arc::new(tokio::sync::Notify::new());
+    let pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    let signer = Arc::new(signer);
+    let api = api::AuditApi {
+        store: store.clone(),
+        signer: signer.clone(),
+        origin: section.origin.clone(),
+        recorded_by: format!("{}@{host}", ctx.tls.identity()),
+        tokens,
+        max_batch: section.max_batch as usize,
+        appended: appended.clone(),
+        pending: pending.clone(),
+        nhs_hasher: ctx.nhs_hasher.clone(),
+    };
+    log::spawn_checkpointer(
+        store,
+        signer,
+        section.origin.clone(),
+        log::CheckpointPolicy {
+            interval: section.checkpoint_interval.get(),
+            every_events: section.checkpoint_every,
+        },
+        appended,
+        pending,
+        ctx.shutdown.clone(),
+    );
+    Routes::new(AuditServiceServer::new(api))
+}
+
 impl MeshService for Audit {
-    type Section = NoSection;
+    type Section = AuditSection;
 
     const DEFAULTS: ServiceDefaults = ServiceDefaults {
         name: "audit",
@@ -25,14 +146,16 @@ impl MeshService for Audit {
 
     async fn build(
         ctx: MeshContext,
-        _config: Config<Self::Section>,
+        config: Config<Self::Section>,
     ) -> Result<ServiceParts, BoxError> {
-        Ok(ServiceParts {
-            workload: Self::DEFAULTS.name,
-            routes: Routes::default(),
-            service_names: Vec::new(),
-            policy: ctx.policy(),
-            checks: Vec::new(),
-        })
+        let section = config.service;
+        section.validate()?;
+        let mut settings = DatabaseSettings::new(&section.database_url);
+        settings.max_connections = section.database_max_connections;
+        let db = Database::connect(&settings).await?;
+        db.migrate(&MIGRATIONS).await?;
+        let keys = IdentityKeys::new(ctx.channel(&section.identity_url)?);
+        let tokens = ctx.token_verifier(Arc::new(keys));
+        parts(&ctx, &section, &db, tokens)
     }
 }

@@ -1,0 +1,55 @@
+//! The transactional outbox: events a service must send to another (its audit events, the
+//! attendance service's notifications) are written in the same database transaction as the
+//! change they describe, then shipped by a relay, at least once, in creation order, with
+//! backoff on failure.
+//!
+//! - [`POSTGRES_SQL`] / [`SQLITE_SQL`]: the `outbox` table, embedded by each service as one
+//!   of its own migrations;
+//! - [`NewOutboxEvent`], [`enqueue_postgres`], [`enqueue_sqlite`]: writing in the caller's
+//!   transaction, with the current span's trace context;
+//! - [`OutboxStore`] ([`PostgresOutbox`], [`SqliteOutbox`], [`store`]): claiming under a
+//!   lease, confirming, releasing with backoff, depth and age;
+//! - [`OutboxSink`] ([`AuditSink`], [`NotificationSink`]): delivering a batch;
+//! - [`OutboxRelay`]: the loop that ties them, with [`OutboxMetrics`].
+//!
+//! Destinations are idempotent by event id, so a batch shipped twice (a relay killed after
+//! delivering and before confirming) does no harm. See `docs/outbox.md`.
+
+mod backoff;
+mod event;
+mod metrics;
+mod postgres;
+mod relay;
+mod schema;
+mod sink;
+mod sqlite;
+mod store;
+
+pub use backoff::Backoff;
+pub use event::{NewOutboxEvent, OutboxEvent};
+pub use metrics::OutboxMetrics;
+pub use postgres::{PostgresOutbox, enqueue_postgres};
+pub use relay::{OutboxNotifier, OutboxRelay, RelaySettings};
+pub use schema::{POSTGRES_SQL, SQLITE_SQL};
+pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
+pub use sqlite::{SqliteOutbox, enqueue_sqlite};
+pub use store::{Claim, DestinationStats, Lease, OutboxStore, Retry, store};
+
+/// The destination of events for the audit service's `Append`.
+pub const AUDIT: &str = "audit";
+/// The destination of events for the notification service's `Publish`.
+pub const NOTIFICATION: &str = "notification";
+
+/// An outbox problem.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The database refused or failed a statement.
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A producer's event id is not a UUID.
+    #[error("event id `{0}` is not a UUID")]
+    EventId(String),
+    /// A time or duration does not fit the table's columns.
+    #[error("outbox time out of range: {0}")]
+    Time(String),
+}

@@ -1,0 +1,214 @@
+//! The outbox on Postgres. Times come from the database's clock, shared by every relay.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::store::{attempts, millis};
+use super::{
+    Claim, DestinationStats, Lease, NewOutboxEvent, OutboxError, OutboxEvent, OutboxStore, Retry,
+};
+
+// UNNEST WITH ORDINALITY and ORDER BY: the identity follows the order of `events`.
+const ENQUEUE: &str = "\
+INSERT INTO outbox (event_id, destination, payload, traceparent, tracestate)
+SELECT e.event_id, e.destination, e.payload, e.traceparent, e.tracestate
+FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[])
+     WITH ORDINALITY AS e(event_id, destination, payload, traceparent, tracestate, n)
+ORDER BY e.n";
+
+// SKIP LOCKED: a concurrent relay's claim passes over the rows this one is locking instead
+// of waiting for them, and its re-check of the WHERE clause after our commit sees the
+// lease. The lock lasts one statement; the lease outlives it.
+const CLAIM: &str = "\
+WITH due AS (
+    SELECT seq FROM outbox
+    WHERE destination = $1
+      AND next_attempt_at <= now()
+      AND (claimed_until IS NULL OR claimed_until <= now())
+    ORDER BY seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox AS o
+SET claimed_by = $3, claimed_until = now() + $4::bigint * interval '1 millisecond'
+FROM due
+WHERE o.seq = due.seq
+RETURNING o.seq, o.event_id, o.destination, o.payload, o.traceparent, o.tracestate,
+          o.created_at, o.attempts, o.claimed_until";
+
+const CONFIRM: &str = "DELETE FROM outbox WHERE seq = ANY($1)";
+
+const RELEASE: &str = "\
+UPDATE outbox AS o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + r.delay_ms * interval '1 millisecond',
+    claimed_by = NULL,
+    claimed_until = NULL,
+    last_error = $3
+FROM unnest($1::bigint[], $2::bigint[]) AS r(seq, delay_ms)
+WHERE o.seq = r.seq AND o.claimed_by = $4 AND o.claimed_until = $5";
+
+const STATS: &str = "\
+SELECT count(*) AS depth,
+       EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_age
+FROM outbox WHERE destination = $1";
+
+/// Writes `events` into the outbox on `conn`, inside the caller's transaction: they are
+/// stored if and only if it commits.
+pub async fn enqueue_postgres(
+    conn: &mut PgConnection,
+    events: &[NewOutboxEvent],
+) -> Result<(), OutboxError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(NewOutboxEvent::id).collect();
+    let destinations: Vec<&str> = events.iter().map(NewOutboxEvent::destination).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(NewOutboxEvent::payload).collect();
+    let parents: Vec<Option<&str>> = events.iter().map(NewOutboxEvent::traceparent).collect();
+    let states: Vec<Option<&str>> = events.iter().map(NewOutboxEvent::tracestate).collect();
+    sqlx::query(ENQUEUE)
+        .bind(ids)
+        .bind(destinations)
+        .bind(payloads)
+        .bind(parents)
+        .bind(states)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`OutboxStore`] on a Postgres pool.
+#[derive(Debug, Clone)]
+pub struct PostgresOutbox {
+    pool: PgPool,
+}
+
+impl PostgresOutbox {
+    /// The outbox in the database of `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn event(row: &PgRow) -> Result<OutboxEvent, sqlx::Error> {
+    Ok(OutboxEvent {
+        seq: row.try_get("seq")?,
+        id: row.try_get("event_id")?,
+        destination: row.try_get("destination")?,
+        payload: row.try_get("payload")?,
+        traceparent: row.try_get("traceparent")?,
+        tracestate: row.try_get("tracestate")?,
+        created_at: row.try_get("created_at")?,
+        attempts: attempts(i64::from(row.try_get::<i32, _>("attempts")?)),
+    })
+}
+
+impl OutboxStore for PostgresOutbox {
+    fn enqueue<'a>(
+        &'a self,
+        events: &'a [NewOutboxEvent],
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            enqueue_postgres(&mut tx, events).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: usize,
+        relay_id: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, OutboxError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(CLAIM)
+                .bind(destination)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(relay_id)
+                .bind(millis(lease)?)
+                .fetch_all(&self.pool)
+                .await?;
+            // One statement, one now(): every row got the same expiry.
+            let claimed_until = match rows.first() {
+                Some(row) => row.try_get::<OffsetDateTime, _>("claimed_until")?,
+                None => OffsetDateTime::now_utc(),
+            };
+            let mut events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
+            // RETURNING promises no order.
+            events.sort_by_key(|e| e.seq);
+            Ok(Claim {
+                lease: Lease {
+                    claimed_by: relay_id.to_owned(),
+                    claimed_until,
+                },
+                events,
+            })
+        })
+    }
+
+    fn confirm<'a>(&'a self, seqs: &'a [i64]) -> BoxFuture<'a, Result<u64, OutboxError>> {
+        Box::pin(async move {
+            if seqs.is_empty() {
+                return Ok(0);
+            }
+            let done = sqlx::query(CONFIRM).bind(seqs).execute(&self.pool).await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        lease: &'a Lease,
+        retries: &'a [Retry],
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<u64, OutboxError>> {
+        Box::pin(async move {
+            if retries.is_empty() {
+                return Ok(0);
+            }
+            let seqs: Vec<i64> = retries.iter().map(|r| r.seq).collect();
+            let delays = retries
+                .iter()
+                .map(|r| millis(r.delay))
+                .collect::<Result<Vec<_>, _>>()?;
+            let done = sqlx::query(RELEASE)
+                .bind(seqs)
+                .bind(delays)
+                .bind(error)
+                .bind(&lease.claimed_by)
+                .bind(lease.claimed_until)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn stats<'a>(
+        &'a self,
+        destination: &'a str,
+    ) -> BoxFuture<'a, Result<DestinationStats, OutboxError>> {
+        Box::pin(async move {
+            let row = sqlx::query(STATS)
+                .bind(destination)
+                .fetch_one(&self.pool)
+                .await?;
+            let depth: i64 = row.try_get("depth")?;
+            let age: Option<f64> = row.try_get("oldest_age")?;
+            Ok(DestinationStats {
+                depth: u64::try_from(depth).unwrap_or_default(),
+                // A clock step can make the age negative for a moment: show zero then.
+                oldest_age: Duration::try_from_secs_f64(age.unwrap_or_default().max(0.0))
+                    .unwrap_or_default(),
+            })
+        })
+    }
+}

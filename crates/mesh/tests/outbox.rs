@@ -1,0 +1,232 @@
+//! The transactional outbox: one contract suite run against Postgres and SQLite (each case
+//! is an async fn of a [`Fixture`], run once per dialect), and the AuditSink over mTLS.
+
+mod outbox_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpis_mesh::Shutdown;
+use cpis_mesh::outbox::{AUDIT, AuditSink, NewOutboxEvent, OutboxSink, Retry, SinkError};
+use cpis_mesh::testkit::TestPki;
+use cpis_proto::audit::AuditEvent;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use outbox_support::audit::{AuditServer, POISON_ACTION, attendance_channel};
+// The relay cases, for the macro to find beside the store cases.
+use outbox_support::delivery::*;
+use outbox_support::{Fixture, PATIENCE, events, eventually, fast, relay, traced};
+
+/// Runs each case against both stores.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    rolled_back_writes_leave_nothing,
+    committed_writes_carry_the_trace_context,
+    leases_keep_claims_apart_and_fence_releases,
+    a_destination_down_while_100_events_are_written_gets_each_once,
+    a_relay_killed_mid_batch_loses_nothing,
+    two_relays_never_ship_a_row_at_once,
+    creation_order_is_kept,
+    a_failing_destination_backs_off,
+    a_rejected_event_holds_back_only_itself,
+    metrics_follow_the_backlog,
+    a_notified_relay_does_not_wait_for_its_poll,
+    audit_sink_appends_over_mtls,
+);
+
+async fn rolled_back_writes_leave_nothing(fx: Fixture) {
+    fx.write(&events(3), false).await;
+    assert!(fx.rows().await.is_empty());
+    assert_eq!(fx.things().await, 0);
+
+    fx.write(&events(3), true).await;
+    assert_eq!(fx.rows().await.len(), 3);
+    assert_eq!(fx.things().await, 1);
+}
+
+async fn committed_writes_carry_the_trace_context(fx: Fixture) {
+    let (written, trace_id) = traced(|| events(2));
+    assert!(written[0].traceparent().unwrap().contains(&trace_id));
+    fx.write(&written, true).await;
+
+    let rows = fx.rows().await;
+    assert_eq!(rows.len(), 2);
+    for (row, event) in rows.iter().zip(&written) {
+        assert_eq!(row.id, event.id());
+        assert_eq!(row.destination, AUDIT);
+        assert!(row.traceparent.as_deref().unwrap().contains(&trace_id));
+    }
+    let claim = fx
+        .store
+        .claim(AUDIT, 10, "relay", Duration::from_secs(5))
+        .await
+        .unwrap();
+    for event in &claim.events {
+        let producer = event.span_context().expect("a stored span context");
+        assert_eq!(producer.trace_id().to_string(), trace_id);
+    }
+}
+
+async fn leases_keep_claims_apart_and_fence_releases(fx: Fixture) {
+    let written = events(5);
+    fx.write(&written, true).await;
+    let store = &fx.store;
+
+    let a = store
+        .claim(AUDIT, 3, "a", Duration::from_millis(200))
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = a.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, written[..3].iter().map(|e| e.id()).collect::<Vec<_>>());
+    let b = store
+        .claim(AUDIT, 10, "b", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(b.events.len(), 2, "only the rows a does not hold");
+    let none = store.claim(AUDIT, 10, "c", Duration::from_secs(30)).await;
+    assert!(none.unwrap().events.is_empty());
+    let other = store.claim("notification", 10, "c", Duration::from_secs(30));
+    assert!(other.await.unwrap().events.is_empty());
+
+    // a's lease expires: its rows are free again; its late release changes nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = store
+        .claim(AUDIT, 10, "c", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(c.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let retries: Vec<Retry> = a
+        .events
+        .iter()
+        .map(|e| Retry {
+            seq: e.seq,
+            delay: Duration::ZERO,
+        })
+        .collect();
+    assert_eq!(store.release(&a.lease, &retries, "late").await.unwrap(), 0);
+
+    let seqs: Vec<i64> = c.events.iter().map(|e| e.seq).collect();
+    assert_eq!(store.confirm(&seqs).await.unwrap(), 3);
+    let retries: Vec<Retry> = b
+        .events
+        .iter()
+        .map(|e| Retry {
+            seq: e.seq,
+            delay: Duration::ZERO,
+        })
+        .collect();
+    assert_eq!(store.release(&b.lease, &retries, "down").await.unwrap(), 2);
+    let again = store
+        .claim(AUDIT, 10, "d", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.events.len(), 2);
+    assert!(again.events.iter().all(|e| e.attempts == 1));
+    assert_eq!(store.stats(AUDIT).await.unwrap().depth, 2);
+}
+
+fn audit_event(action: &str) -> AuditEvent {
+    AuditEvent {
+        action: action.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn audit_sink_appends_over_mtls(fx: Fixture) {
+    let pki = TestPki::new();
+    let audit = AuditServer::start(&pki).await;
+    let ((written, poison), trace_id) = traced(|| {
+        let written: Vec<NewOutboxEvent> = (0..20)
+            .map(|_| NewOutboxEvent::audit(audit_event("attendance.check")).unwrap())
+            .collect();
+        (
+            written,
+            NewOutboxEvent::audit(audit_event(POISON_ACTION)).unwrap(),
+        )
+    });
+    let mut all = written.clone();
+    all.insert(5, poison.clone());
+    fx.write(&all, true).await;
+
+    // Audit restarting: UNAVAILABLE is retried with backoff, nothing is lost.
+    let sink = AuditSink::new(attendance_channel(&pki, audit.server.addr.port()));
+    let shutdown = Shutdown::new();
+    let running = relay(fx.store.clone(), Arc::new(sink), fast("relay")).spawn(shutdown.clone());
+    assert!(eventually(PATIENCE, || async { audit.log.calls().len() >= 2 }).await);
+    assert!(audit.log.stored().is_empty());
+    audit.log.set_up(true);
+
+    assert!(eventually(PATIENCE, || async { audit.log.stored().len() == 20 }).await);
+    let stored = audit.log.stored();
+    for event in &written {
+        let appended = &stored[&event.id().to_string()];
+        let context = appended.trace_context.as_ref().expect("trace context");
+        assert!(context.traceparent.contains(&trace_id));
+        assert_eq!(Some(context.traceparent.as_str()), event.traceparent());
+    }
+    // The refused event alone stays, with the destination's reason.
+    assert!(eventually(PATIENCE, || async { fx.rows().await.len() == 1 }).await);
+    let rows = fx.rows().await;
+    assert_eq!(rows[0].id, poison.id());
+    assert!(
+        rows[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("INVALID_ARGUMENT")
+    );
+    shutdown.trigger();
+    running.await.unwrap();
+    audit.stop().await;
+}
+
+#[tokio::test]
+async fn audit_sink_reports_an_unreachable_audit_as_retryable() {
+    let pki = TestPki::new();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let sink = AuditSink::new(attendance_channel(&pki, port));
+    let event = NewOutboxEvent::audit(audit_event("attendance.check")).unwrap();
+    let claimed = cpis_mesh::outbox::OutboxEvent {
+        seq: 1,
+        id: event.id(),
+        destination: AUDIT.to_owned(),
+        payload: event.payload().to_vec(),
+        traceparent: None,
+        tracestate: None,
+        created_at: OffsetDateTime::now_utc(),
+        attempts: 0,
+    };
+    let error = sink.deliver(vec![claimed.clone()]).await.unwrap_err();
+    assert!(!error.is_rejection(), "{error}");
+
+    let garbage = cpis_mesh::outbox::OutboxEvent {
+        payload: vec![0xff, 0xff, 0xff],
+        ..claimed
+    };
+    let error = sink.deliver(vec![garbage]).await.unwrap_err();
+    assert!(matches!(error, SinkError::Rejected(_)), "{error}");
+}
