@@ -17,6 +17,15 @@ pub trait MeshService {
     /// Its name and default addresses on one machine.
     const DEFAULTS: ServiceDefaults;
 
+    /// Applies the service's database migrations (the `migrate` subcommand, for a Helm hook
+    /// Job); services without a database have nothing to do.
+    fn migrate(
+        config: &Config<Self::Section>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = config;
+        async { Ok(()) }
+    }
+
     /// Builds the service's routes, access policy and dependency checks.
     fn build(
         ctx: MeshContext,
@@ -26,6 +35,7 @@ pub trait MeshService {
 
 /// Runs service `S` as a process: configuration from `CPIS_*`/`OTEL_*` and `CPIS_CONFIG`,
 /// exit code 0 after a graceful shutdown, 2 for bad configuration, 1 for other failures.
+/// With the argument `migrate`, applies the database migrations and exits.
 pub async fn run_main<S: MeshService>() -> ExitCode {
     let config = match ConfigSource::from_process().load::<S::Section>(&S::DEFAULTS) {
         Ok(config) => config,
@@ -42,7 +52,15 @@ pub async fn run_main<S: MeshService>() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = match serve::<S>(config).await {
+    let migrate_only = std::env::args().nth(1).as_deref() == Some("migrate");
+    let outcome = if migrate_only {
+        S::migrate(&config)
+            .await
+            .map(|()| tracing::info!("migrations applied"))
+    } else {
+        serve::<S>(config).await
+    };
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "service failed");

@@ -135,6 +135,15 @@ fn routes<S: AuditStore>(
     Routes::new(AuditServiceServer::new(api))
 }
 
+/// Connects to the configured database and applies the migrations.
+async fn connect(section: &AuditSection) -> Result<Database, BoxError> {
+    let mut settings = DatabaseSettings::new(&section.database_url);
+    settings.max_connections = section.database_max_connections;
+    let db = Database::connect(&settings).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(db)
+}
+
 impl MeshService for Audit {
     type Section = AuditSection;
 
@@ -144,16 +153,17 @@ impl MeshService for Audit {
         admin_listen: SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9505),
     };
 
+    async fn migrate(config: &Config<Self::Section>) -> Result<(), BoxError> {
+        connect(&config.service).await.map(|_| ())
+    }
+
     async fn build(
         ctx: MeshContext,
         config: Config<Self::Section>,
     ) -> Result<ServiceParts, BoxError> {
         let section = config.service;
         section.validate()?;
-        let mut settings = DatabaseSettings::new(&section.database_url);
-        settings.max_connections = section.database_max_connections;
-        let db = Database::connect(&settings).await?;
-        db.migrate(&MIGRATIONS).await?;
+        let db = connect(&section).await?;
         let keys = IdentityKeys::new(ctx.channel(&section.identity_url)?);
         let tokens = ctx.token_verifier(Arc::new(keys));
         parts(&ctx, &section, &db, tokens)

@@ -251,6 +251,12 @@ impl Verifier {
     /// index where it stops being so.
     async fn check_prefix(&self, log: &MemoryLog, reference: &Accepted) -> Result<(), VerifyError> {
         let (m, root) = (reference.checkpoint.size(), reference.checkpoint.root());
+        if m > log.size() {
+            return Err(VerifyError::Shrunk {
+                old: m,
+                new: log.size(),
+            });
+        }
         let recomputed = log
             .tree_hash(m)
             .map_err(|e| VerifyError::Service(e.to_string()))?;
@@ -265,10 +271,10 @@ impl Verifier {
             let prefix = log
                 .tree_hash(k)
                 .map_err(|e| VerifyError::Service(e.to_string()))?;
-            let consistent = match self.consistency_proof(k, m).await {
-                Ok(proof) => check_tree(&proof, m, root, k, prefix).is_ok(),
-                Err(_) => false,
-            };
+            // The service's stored hashes give the proof; if they too were changed, no proof
+            // verifies and the search ends at index 0, which still reports the tampering.
+            let proof = self.consistency_proof(k, m).await?;
+            let consistent = check_tree(&proof, m, root, k, prefix).is_ok();
             if consistent {
                 good = k;
             } else {

@@ -66,7 +66,27 @@ pub fn checkpoint_key() -> NoteVerifier {
 /// Starts the audit service on `db_url` (users' tokens signed by `users`, or a new key).
 pub async fn start(db_url: &str, users: Option<Arc<TokenSigner>>) -> Harness {
     let pki = TestPki::new();
-    let ctx = MeshContext::new(pki.mesh_config("audit"), Metrics::new(), Shutdown::new()).unwrap();
+    let config = pki.mesh_config("audit");
+    start_on(pki, config, db_url, users).await
+}
+
+/// Starts the audit service with its mesh configuration given (e.g. a fixed port), made
+/// from `pki`, which the harness keeps.
+pub async fn start_with_config(
+    pki: TestPki,
+    config: cpis_mesh::config::MeshConfig,
+    db_url: &str,
+) -> Harness {
+    start_on(pki, config, db_url, None).await
+}
+
+async fn start_on(
+    pki: TestPki,
+    config: cpis_mesh::config::MeshConfig,
+    db_url: &str,
+    users: Option<Arc<TokenSigner>>,
+) -> Harness {
+    let ctx = MeshContext::new(config, Metrics::new(), Shutdown::new()).unwrap();
     let db = Database::connect(&DatabaseSettings::new(db_url))
         .await
         .unwrap();
