@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+mod identity;
 mod pki;
 
 /// CP-IS mesh: child-protection information sharing.
@@ -44,6 +46,10 @@ enum Command {
         #[arg(required = true)]
         numbers: Vec<String>,
     },
+    /// Check the audit log from outside: signed checkpoints, consistency, inclusion proofs.
+    Audit(audit::AuditArgs),
+    /// Administer the identity database: directory import and export, the person register.
+    Identity(identity::IdentityArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
             org_systems,
         } => pki::create(&out, &trust_domain, &namespace, &org_systems),
         Command::NhsNumber { numbers } => check_numbers(&numbers),
+        Command::Identity(args) => identity::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

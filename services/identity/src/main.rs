@@ -1,6 +1,10 @@
-//! The `cpis-identity` binary: the identity service as its own process.
+//! The `cpis-identity` binary: the identity service as its own process; `cpis-identity
+//! migrate` applies its database migrations and exits (for a Helm hook Job).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return cpis_identity::migrate_main().await;
+    }
     cpis_mesh::run_main::<cpis_identity::Identity>().await
 }

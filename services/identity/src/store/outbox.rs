@@ -1,0 +1,42 @@
+//! Audit events into the mesh's transactional outbox (`cpis_mesh::outbox`), inside the
+//! caller's transaction, as prost-encoded `cpis.audit.v1.AuditEvent`s for the audit sink.
+
+use cpis_mesh::outbox::{self, NewOutboxEvent};
+use cpis_proto::audit::AuditEvent;
+use sqlx::{PgConnection, SqliteConnection};
+
+use super::StoreError;
+
+/// The outbox table for Postgres (migration 2 of identity's own).
+pub(crate) const POSTGRES_SQL: &str = outbox::POSTGRES_SQL;
+/// The outbox table for SQLite.
+pub(crate) const SQLITE_SQL: &str = outbox::SQLITE_SQL;
+
+fn rows(events: &[AuditEvent]) -> Result<Vec<NewOutboxEvent>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            NewOutboxEvent::audit(event.clone()).map_err(|e| StoreError::Outbox(e.to_string()))
+        })
+        .collect()
+}
+
+/// Writes `events` to the outbox in the transaction `conn` belongs to.
+pub(crate) async fn enqueue_postgres(
+    conn: &mut PgConnection,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    outbox::enqueue_postgres(conn, &rows(events)?)
+        .await
+        .map_err(|e| StoreError::Outbox(e.to_string()))
+}
+
+/// Writes `events` to the outbox in the transaction `conn` belongs to.
+pub(crate) async fn enqueue_sqlite(
+    conn: &mut SqliteConnection,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    outbox::enqueue_sqlite(conn, &rows(events)?)
+        .await
+        .map_err(|e| StoreError::Outbox(e.to_string()))
+}
