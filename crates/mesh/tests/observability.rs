@@ -314,3 +314,64 @@ async fn health_follows_the_dependency_checks() {
         "NOT_SERVING when the dependency fails"
     );
 }
+
+/// The services a reflection endpoint lists, asked with the given protocol.
+macro_rules! listed_services {
+    ($pb:path, $channel:expr) => {{
+        use $pb as pb;
+        let mut client = pb::server_reflection_client::ServerReflectionClient::new($channel);
+        let request = pb::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(pb::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let answer = answers.message().await.unwrap().expect("one answer");
+        match answer.message_response {
+            Some(pb::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+                let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+                names.sort();
+                names
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_v1_and_v1alpha_list_only_what_the_server_serves() {
+    let pki = TestPki::new();
+    let test = support::start(&pki).await;
+    let ehr = pki.org_system("RJ1", "ed-ehr");
+    let channel = || {
+        cpis_mesh::client::raw_channel(
+            format!("https://localhost:{}", test.server.addr.port())
+                .parse()
+                .unwrap(),
+            &pki.tls(&ehr),
+            "localhost".try_into().unwrap(),
+            &Default::default(),
+        )
+    };
+    let expected = [
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let mut expected: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    assert_eq!(
+        listed_services!(tonic_reflection::pb::v1, channel()),
+        expected
+    );
+    assert_eq!(
+        listed_services!(tonic_reflection::pb::v1alpha, channel()),
+        expected
+    );
+}
