@@ -140,5 +140,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "buf lint"
 (cd proto && buf lint)
 
+log "interop: a Python grpcio client against real service binaries"
+cargo build --locked -p cpis-audit -p cpis-cli
+"$VENV/bin/python" -m unittest discover -s tests/interop -p 'test_*.py' -v
+
 log "cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
