@@ -198,6 +198,40 @@ pub fn check_row(
     })
 }
 
+/// The `SELECT` of [`AuditStore::events`], the same text in both dialects.
+pub(crate) fn events_query<'a, DB>(filter: &EventFilter, limit: u32) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::<DB>::new("SELECT * FROM audit_events WHERE idx >= ");
+    query.push_bind(to_i64(filter.start_index));
+    for (column, value) in [
+        ("subject_nhs_number", &filter.subject_nhs_number),
+        ("actor", &filter.actor),
+        ("actor_organisation", &filter.organisation),
+        ("action", &filter.action),
+        ("trace_id", &filter.trace_id),
+    ] {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(v) = filter.start_time_us {
+        query.push(" AND event_time_us >= ").push_bind(v);
+    }
+    if let Some(v) = filter.end_time_us {
+        query.push(" AND event_time_us < ").push_bind(v);
+    }
+    query
+        .push(" ORDER BY idx LIMIT ")
+        .push_bind(i64::from(limit));
+    query
+}
+
 /// The log's storage.
 pub trait AuditStore: Clone + Send + Sync + 'static {
     /// Appends the events that are not in the log yet, in order, under the single sequencer;

@@ -198,32 +198,7 @@ impl AuditStore for SqliteAuditStore {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_events WHERE idx >= ");
-        query.push_bind(to_i64(filter.start_index));
-        if let Some(v) = &filter.subject_nhs_number {
-            query.push(" AND subject_nhs_number = ").push_bind(v);
-        }
-        if let Some(v) = &filter.actor {
-            query.push(" AND actor = ").push_bind(v);
-        }
-        if let Some(v) = &filter.organisation {
-            query.push(" AND actor_organisation = ").push_bind(v);
-        }
-        if let Some(v) = &filter.action {
-            query.push(" AND action = ").push_bind(v);
-        }
-        if let Some(v) = filter.start_time_us {
-            query.push(" AND event_time_us >= ").push_bind(v);
-        }
-        if let Some(v) = filter.end_time_us {
-            query.push(" AND event_time_us < ").push_bind(v);
-        }
-        if let Some(v) = &filter.trace_id {
-            query.push(" AND trace_id = ").push_bind(v);
-        }
-        query
-            .push(" ORDER BY idx LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut query = super::events_query::<Sqlite>(filter, limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(stored_event).collect()
     }
