@@ -3,7 +3,11 @@
 //! Subcommands arrive with the issues that need them; today:
 //! - `cpis pki`: a development PKI (a CA, a certificate per service, client certificates for
 //!   organisation systems) in a directory, to run the services by hand;
-//! - `cpis nhs-number`: checks NHS numbers (Modulus 11) and prints them in 3-3-4 form.
+//! - `cpis nhs-number`: checks NHS numbers (Modulus 11) and prints them in 3-3-4 form;
+//! - `cpis identity`: directory import and export, the person register (on the identity
+//!   database directly, so the first import needs no token);
+//! - `cpis audit`: verify the audit log's signed checkpoints, consistency and every event,
+//!   prove one event's inclusion, generate a checkpoint key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
