@@ -24,11 +24,9 @@ pub mod persons;
 pub mod store;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use cpis_mesh::authz::{AccessPolicy, PeerClass};
-use cpis_mesh::config::ConfigSource;
 use cpis_mesh::outbox::{self, AuditSink, OutboxMetrics, OutboxRelay, RelaySettings};
 use cpis_mesh::server::BoxError;
 use cpis_mesh::token::TokenRules;
@@ -57,6 +55,11 @@ impl MeshService for Identity {
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051),
         admin_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9501),
     };
+
+    async fn migrate(config: &Config<Self::Section>) -> Result<(), BoxError> {
+        store::open(&config.service.database_url).await?;
+        Ok(())
+    }
 
     async fn build(
         ctx: MeshContext,
@@ -175,22 +178,4 @@ pub fn access_policy(policy: AccessPolicy) -> AccessPolicy {
         policy = policy.allow_method(&method(admin), [Edge, OrgSystem]);
     }
     policy
-}
-
-/// `cpis-identity migrate`: applies the migrations and exits (a Helm hook Job runs this).
-pub async fn migrate_main() -> ExitCode {
-    let config = match ConfigSource::from_process().load::<IdentitySection>(&Identity::DEFAULTS) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("identity migrate: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match store::open(&config.service.database_url).await {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("identity migrate: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }

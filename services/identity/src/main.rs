@@ -3,8 +3,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
-        return cpis_identity::migrate_main().await;
-    }
     cpis_mesh::run_main::<cpis_identity::Identity>().await
 }
