@@ -40,15 +40,17 @@ pub enum CareSettingType {
     PaediatricWard,
     /// A GP practice (scheduled).
     GpPractice,
-    /// 0-19 services: health visiting and school nursing (scheduled).
-    ZeroToNineteen,
+    /// Health visiting, of the 0-19 services (scheduled).
+    HealthVisiting,
+    /// School nursing, of the 0-19 services (scheduled).
+    SchoolNursing,
     /// Any other scheduled care.
     OtherScheduled,
 }
 
 impl CareSettingType {
     /// Every setting type, unscheduled first.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::EmergencyDepartment,
         Self::UrgentTreatmentCentre,
         Self::WalkInCentre,
@@ -59,7 +61,8 @@ impl CareSettingType {
         Self::Maternity,
         Self::PaediatricWard,
         Self::GpPractice,
-        Self::ZeroToNineteen,
+        Self::HealthVisiting,
+        Self::SchoolNursing,
         Self::OtherScheduled,
     ];
 
@@ -72,7 +75,7 @@ impl CareSettingType {
     pub fn is_scheduled(self) -> bool {
         matches!(
             self,
-            Self::GpPractice | Self::ZeroToNineteen | Self::OtherScheduled
+            Self::GpPractice | Self::HealthVisiting | Self::SchoolNursing | Self::OtherScheduled
         )
     }
 
@@ -89,7 +92,8 @@ impl CareSettingType {
             Self::Maternity => "MATERNITY",
             Self::PaediatricWard => "PAEDIATRIC_WARD",
             Self::GpPractice => "GP_PRACTICE",
-            Self::ZeroToNineteen => "ZERO_TO_NINETEEN",
+            Self::HealthVisiting => "HEALTH_VISITING",
+            Self::SchoolNursing => "SCHOOL_NURSING",
             Self::OtherScheduled => "OTHER_SCHEDULED",
         }
     }
@@ -113,7 +117,8 @@ impl FromStr for CareSettingType {
                 what: "care setting type",
                 expected: "EMERGENCY_DEPARTMENT, URGENT_TREATMENT_CENTRE, WALK_IN_CENTRE, \
                            MINOR_INJURIES_UNIT, OUT_OF_HOURS_GP, NHS_111, AMBULANCE, MATERNITY, \
-                           PAEDIATRIC_WARD, GP_PRACTICE, ZERO_TO_NINETEEN, OTHER_SCHEDULED",
+                           PAEDIATRIC_WARD, GP_PRACTICE, HEALTH_VISITING, SCHOOL_NURSING, \
+                           OTHER_SCHEDULED",
             })
     }
 }
@@ -217,7 +222,8 @@ mod tests {
             scheduled,
             [
                 CareSettingType::GpPractice,
-                CareSettingType::ZeroToNineteen,
+                CareSettingType::HealthVisiting,
+                CareSettingType::SchoolNursing,
                 CareSettingType::OtherScheduled
             ]
         );
