@@ -1,0 +1,426 @@
+//! Where flags live: one trait, a Postgres and an SQLite implementation sharing one set of
+//! queries (`sql.rs`).
+//!
+//! Every write takes the audit events that describe it and writes them to the outbox in
+//! the same transaction: a change is never stored without its audit event, nor the
+//! reverse. Concurrency is optimistic: a row is changed only at the version it was read at.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use cpis_domain::{
+    FieldViolations, Flag, FlagDetails, FlagDraft, FlagKind, LookedAfterLegalBasis, NhsNumber,
+    OdsCode,
+};
+use cpis_mesh::db::{Database, EmbeddedMigration, Migrations};
+use cpis_mesh::outbox::OutboxNotifier;
+use cpis_proto::audit::AuditEvent;
+use time::{Date, Month, OffsetDateTime};
+
+pub use postgres::PgFlagStore;
+pub use sqlite::SqliteFlagStore;
+
+/// The service's migrations, embedded: its tables, then the mesh's outbox.
+pub const MIGRATIONS: Migrations = Migrations {
+    postgres: &[
+        EmbeddedMigration {
+            version: 1,
+            description: "flags and uploads",
+            sql: include_str!("../../migrations/postgres/0001_flags.sql"),
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "outbox",
+            sql: cpis_mesh::outbox::POSTGRES_SQL,
+        },
+    ],
+    sqlite: &[
+        EmbeddedMigration {
+            version: 1,
+            description: "flags and uploads",
+            sql: include_str!("../../migrations/sqlite/0001_flags.sql"),
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "outbox",
+            sql: cpis_mesh::outbox::SQLITE_SQL,
+        },
+    ],
+};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The outbox refused an event.
+    #[error("outbox: {0}")]
+    Outbox(String),
+    /// The stored version is not the one expected (or a concurrent write won).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such flag of this authority.
+    #[error("no such flag")]
+    NotFound,
+    /// The change would break a rule of the flag.
+    #[error("{0}")]
+    Invalid(FieldViolations),
+    /// A stored row does not make a valid flag.
+    #[error("stored flag {flag_id} is not valid: {reason}")]
+    Corrupt {
+        /// The row.
+        flag_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A flag as stored, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFlag {
+    /// The registry's id of the flag.
+    pub flag_id: String,
+    /// The flag.
+    pub flag: Flag,
+}
+
+/// Which flag of an authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagTarget {
+    /// By the registry's id.
+    Id(String),
+    /// By the authority's case reference.
+    CaseReference(String),
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone)]
+pub struct Upserted {
+    /// The flag as stored now.
+    pub flag: StoredFlag,
+    /// Whether this call created it.
+    pub created: bool,
+    /// The NHS number it was held on before, when it moved to another.
+    pub previous_subject: Option<NhsNumber>,
+}
+
+/// What an ending did.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The flag as stored now.
+    pub flag: StoredFlag,
+    /// Whether it changed (ending again with the same dates changes nothing).
+    pub changed: bool,
+}
+
+/// One page's worth of an authority's flags, in case-reference order.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// The authority.
+    pub authority: OdsCode,
+    /// Only flags whose case reference sorts after this one (the cursor).
+    pub after: String,
+    /// Only the flags of this NHS number.
+    pub nhs_number: Option<NhsNumber>,
+    /// Only the flag with this case reference.
+    pub case_reference: Option<String>,
+    /// At most this many rows.
+    pub limit: u32,
+}
+
+/// Builds the audit events of a write from the flag it wrote, inside its transaction.
+pub type AuditFor = Box<dyn FnOnce(&StoredFlag) -> Vec<AuditEvent> + Send>;
+
+/// An upload to apply, all or nothing.
+#[derive(Debug, Clone)]
+pub struct UploadChanges {
+    /// The uploading authority.
+    pub authority: OdsCode,
+    /// The flags to create or replace (valid, traced, under their current numbers).
+    pub upserts: Vec<FlagDetails>,
+    /// In snapshot mode: the end date of the authority's open flags the upload omits.
+    pub snapshot_end: Option<Date>,
+    /// Every case reference the upload holds (refused records included).
+    pub present: std::collections::HashSet<String>,
+    /// Who uploaded.
+    pub updated_by: String,
+}
+
+/// What applying an upload changed.
+#[derive(Debug, Clone, Default)]
+pub struct UploadApplied {
+    /// The flags ended because the snapshot omitted them.
+    pub ended: Vec<StoredFlag>,
+    /// Every NHS number whose flags changed (for the cache).
+    pub touched: Vec<NhsNumber>,
+}
+
+/// An upload's report as kept: its id, the authority, the sequence number it used up
+/// (none for a corrupt upload or one refused for lack of demographics), the encoded
+/// `cpis.flags.v1.UploadReport`, and the outbox events recording it.
+#[derive(Debug, Clone)]
+pub struct UploadRecord {
+    /// The upload's id.
+    pub upload_id: String,
+    /// The authority.
+    pub authority: OdsCode,
+    /// The sequence number used up.
+    pub sequence_number: Option<i64>,
+    /// The encoded report.
+    pub report: Vec<u8>,
+    /// When the upload started, microseconds.
+    pub create_time_us: i64,
+    /// Audit (and notification) events.
+    pub events: Vec<cpis_mesh::outbox::NewOutboxEvent>,
+}
+
+/// Makes the upload's record once the changes are known, inside the transaction.
+pub type FinishUpload = Box<dyn FnOnce(&UploadApplied) -> UploadRecord + Send>;
+
+/// Which upload of an authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadKey {
+    /// By id.
+    Id(String),
+    /// By the sequence number it used up.
+    Sequence(i64),
+}
+
+/// The flags' storage.
+#[tonic::async_trait]
+pub trait FlagStore: Send + Sync + fmt::Debug + 'static {
+    /// The database, for its health check and the outbox relay.
+    fn database(&self) -> &Database;
+
+    /// Wakes the outbox relay after each commit that wrote events.
+    fn set_outbox_notifier(&self, notifier: OutboxNotifier);
+
+    /// Creates or replaces the flag of `details`' authority and case reference. An
+    /// identical flag is left as it is (same version). `expected_version`: `Some(0)`
+    /// requires that none exists, `Some(n)` that the stored one is at version `n`.
+    async fn upsert(
+        &self,
+        details: FlagDetails,
+        expected_version: Option<u64>,
+        updated_by: &str,
+        audit: AuditFor,
+    ) -> Result<Upserted, StoreError>;
+
+    /// Ends a flag of `authority`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per field of EndFlag"
+    )]
+    async fn end(
+        &self,
+        authority: &OdsCode,
+        target: &FlagTarget,
+        end_date: Date,
+        delete_date: Option<Date>,
+        expected_version: Option<u64>,
+        updated_by: &str,
+        audit: AuditFor,
+    ) -> Result<Ended, StoreError>;
+
+    /// Every flag held on `subject`, whatever its state (purged ones included: the caller
+    /// knows today's date).
+    async fn flags_of(&self, subject: &NhsNumber) -> Result<Vec<StoredFlag>, StoreError>;
+
+    /// A page of an authority's flags.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<StoredFlag>, StoreError>;
+
+    /// Writes audit events of something that stored nothing (a read, a refusal).
+    async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+
+    /// Applies an upload and keeps its report, in one transaction. A sequence number
+    /// already used is a [`StoreError::Conflict`] and applies nothing.
+    async fn apply_upload(
+        &self,
+        changes: UploadChanges,
+        finish: FinishUpload,
+    ) -> Result<UploadApplied, StoreError>;
+
+    /// Keeps the report of an upload that applied nothing.
+    async fn save_upload(&self, record: UploadRecord) -> Result<(), StoreError>;
+
+    /// The encoded report of an upload of `authority`.
+    async fn upload_report(
+        &self,
+        authority: &OdsCode,
+        key: &UploadKey,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Opens the store of a connected, migrated database.
+pub fn open(database: &Database) -> Arc<dyn FlagStore> {
+    match database {
+        Database::Postgres(pool) => Arc::new(PgFlagStore::new(database.clone(), pool.clone())),
+        Database::Sqlite(pool) => Arc::new(SqliteFlagStore::new(database.clone(), pool.clone())),
+    }
+}
+
+/// The outbox notifier slot a store keeps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Notifier(Arc<OnceLock<OutboxNotifier>>);
+
+impl Notifier {
+    pub(crate) fn set(&self, notifier: OutboxNotifier) {
+        let _ = self.0.set(notifier);
+    }
+
+    pub(crate) fn notify(&self) {
+        if let Some(notifier) = self.0.get() {
+            notifier.notify();
+        }
+    }
+}
+
+/// A row of `flags`, as the queries read and write it.
+#[derive(Debug, Clone)]
+pub(crate) struct FlagRow {
+    pub(crate) flag_id: String,
+    pub(crate) authority_code: String,
+    pub(crate) authority_name: String,
+    pub(crate) case_reference: String,
+    pub(crate) nhs_number: String,
+    pub(crate) kind: String,
+    pub(crate) legal_basis: Option<String>,
+    pub(crate) expected_delivery: Option<String>,
+    pub(crate) start_date: String,
+    pub(crate) end_date: Option<String>,
+    pub(crate) delete_date: Option<String>,
+    pub(crate) office_hours_phone: Option<String>,
+    pub(crate) emergency_duty_phone: String,
+    pub(crate) secure_email: Option<String>,
+    pub(crate) version: i64,
+    pub(crate) updated_at_us: i64,
+    pub(crate) updated_by: String,
+}
+
+impl FlagRow {
+    /// The row of `details` at `version`, changed now by `updated_by`.
+    pub(crate) fn of(flag_id: &str, details: &FlagDetails, version: i64, updated_by: &str) -> Self {
+        let contacts = details.contacts();
+        Self {
+            flag_id: flag_id.to_owned(),
+            authority_code: details.authority().code().as_str().to_owned(),
+            authority_name: details.authority().name().to_owned(),
+            case_reference: details.case_reference().as_str().to_owned(),
+            nhs_number: details.subject().as_str().to_owned(),
+            kind: details.kind().code().to_owned(),
+            legal_basis: details.plan().legal_basis().map(|b| b.code().to_owned()),
+            expected_delivery: details.plan().expected_delivery().map(date_text),
+            start_date: date_text(details.start_date()),
+            end_date: details.end_date().map(date_text),
+            delete_date: details.delete_date().map(date_text),
+            office_hours_phone: contacts
+                .office_hours_phone
+                .as_ref()
+                .map(|p| p.as_str().to_owned()),
+            emergency_duty_phone: contacts.emergency_duty_phone.as_str().to_owned(),
+            secure_email: contacts
+                .secure_email
+                .as_ref()
+                .map(|e| e.as_str().to_owned()),
+            version,
+            updated_at_us: micros(OffsetDateTime::now_utc()),
+            updated_by: updated_by.to_owned(),
+        }
+    }
+
+    /// The stored flag this row holds, checked by the domain's rules.
+    pub(crate) fn into_stored(self) -> Result<StoredFlag, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            flag_id: self.flag_id.clone(),
+            reason,
+        };
+        let kind = self
+            .kind
+            .parse::<FlagKind>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let legal_basis = self
+            .legal_basis
+            .as_deref()
+            .map(str::parse::<LookedAfterLegalBasis>)
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let date = |text: &Option<String>| match text.as_deref() {
+            None => Some(None),
+            Some(text) => parse_date(text).map(Some),
+        };
+        let dates = (|| {
+            Some((
+                parse_date(&self.start_date)?,
+                date(&self.end_date)?,
+                date(&self.delete_date)?,
+                date(&self.expected_delivery)?,
+            ))
+        })()
+        .ok_or_else(|| corrupt("a date is not YYYY-MM-DD".to_owned()))?;
+        let draft = FlagDraft {
+            nhs_number: self.nhs_number.clone(),
+            kind: Some(kind),
+            legal_basis,
+            expected_delivery: dates.3,
+            start_date: Some(dates.0),
+            end_date: dates.1,
+            delete_date: dates.2,
+            authority_code: self.authority_code.clone(),
+            authority_name: self.authority_name.clone(),
+            office_hours_phone: self.office_hours_phone.clone(),
+            emergency_duty_phone: self.emergency_duty_phone.clone(),
+            secure_email: self.secure_email.clone(),
+            case_reference: self.case_reference.clone(),
+        };
+        let details = draft.validate().map_err(|e| corrupt(e.to_string()))?;
+        let updated_at =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.updated_at_us) * 1_000)
+                .map_err(|e| corrupt(e.to_string()))?;
+        let version = u64::try_from(self.version).map_err(|e| corrupt(e.to_string()))?;
+        Ok(StoredFlag {
+            flag_id: self.flag_id,
+            flag: Flag::new(details, version, updated_at, self.updated_by),
+        })
+    }
+}
+
+/// `YYYY-MM-DD`, which sorts as the date does.
+pub(crate) fn date_text(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// Reads `YYYY-MM-DD`.
+pub(crate) fn parse_date(text: &str) -> Option<Date> {
+    let mut parts = text.splitn(3, '-');
+    let year = parts.next()?.parse().ok()?;
+    let month = Month::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
+    let day = parts.next()?.parse().ok()?;
+    Date::from_calendar_date(year, month, day).ok()
+}
+
+/// Microseconds since the epoch.
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// Checks `expected` against the stored version (`None`: no flag stored).
+pub(crate) fn check_version(expected: Option<u64>, stored: Option<u64>) -> Result<(), StoreError> {
+    match (expected, stored) {
+        (None, _) | (Some(0), None) => Ok(()),
+        (Some(want), Some(have)) if want == have => Ok(()),
+        (Some(want), have) => Err(StoreError::Conflict(format!(
+            "the flag is at version {}, not {want}",
+            have.unwrap_or(0)
+        ))),
+    }
+}
