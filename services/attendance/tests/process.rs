@@ -4,7 +4,18 @@ use cpis_mesh::testkit::process::{assert_refuses_bad_configuration, assert_serve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_health_logs_in_json_with_trace_ids_and_stops_on_sigterm() {
-    assert_serves_and_stops(env!("CARGO_BIN_EXE_cpis-attendance"), "attendance", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = cpis_mesh::testkit::sqlite_database(dir.path(), "attendance");
+    assert_serves_and_stops(
+        env!("CARGO_BIN_EXE_cpis-attendance"),
+        "attendance",
+        &[("CPIS_ATTENDANCE_DATABASE_URL", url)],
+    )
+    .await;
+    assert!(
+        dir.path().join("attendance.db").exists(),
+        "the binary stores in the configured database"
+    );
 }
 
 #[test]
