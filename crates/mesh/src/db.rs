@@ -154,6 +154,20 @@ impl Database {
         }
     }
 
+    /// Connects to `url` with a pool of `max_connections` and applies `migrations`: what every
+    /// service with a database does at start-up and in its `migrate` subcommand.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        migrations: &Migrations,
+    ) -> Result<Self, DbError> {
+        let mut settings = DatabaseSettings::new(url);
+        settings.max_connections = max_connections;
+        let db = Self::connect(&settings).await?;
+        db.migrate(migrations).await?;
+        Ok(db)
+    }
+
     /// Applies the migrations of the database's dialect that are not applied yet. Safe with
     /// several replicas starting at once (sqlx takes a lock).
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), DbError> {

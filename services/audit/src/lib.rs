@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cpis_merkle::CheckpointSigner;
 use cpis_mesh::config::ServiceSection;
-use cpis_mesh::db::{Database, DatabaseSettings, EmbeddedMigration, Migrations};
+use cpis_mesh::db::{Database, EmbeddedMigration, Migrations};
 use cpis_mesh::server::BoxError;
 use cpis_mesh::token::{IdentityKeys, TokenVerifier};
 use cpis_mesh::{
@@ -137,11 +137,12 @@ fn routes<S: AuditStore>(
 
 /// Connects to the configured database and applies the migrations.
 async fn connect(section: &AuditSection) -> Result<Database, BoxError> {
-    let mut settings = DatabaseSettings::new(&section.database_url);
-    settings.max_connections = section.database_max_connections;
-    let db = Database::connect(&settings).await?;
-    db.migrate(&MIGRATIONS).await?;
-    Ok(db)
+    Ok(Database::open(
+        &section.database_url,
+        section.database_max_connections,
+        &MIGRATIONS,
+    )
+    .await?)
 }
 
 impl MeshService for Audit {

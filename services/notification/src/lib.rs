@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use cpis_mesh::config::ServiceSection;
-use cpis_mesh::db::{Database, DatabaseSettings, EmbeddedMigration, Migrations};
+use cpis_mesh::db::{Database, EmbeddedMigration, Migrations};
 use cpis_mesh::outbox::{self, AuditSink, OutboxMetrics, OutboxRelay, RelaySettings};
 use cpis_mesh::server::BoxError;
 use cpis_mesh::token::{IdentityKeys, TokenVerifier};
@@ -193,11 +193,12 @@ pub async fn fanout(ctx: &MeshContext, section: &NotificationSection) -> Result<
 
 /// Connects to the configured database and applies the migrations.
 async fn connect(section: &NotificationSection) -> Result<Database, BoxError> {
-    let mut settings = DatabaseSettings::new(&section.database_url);
-    settings.max_connections = section.database_max_connections;
-    let db = Database::connect(&settings).await?;
-    db.migrate(&MIGRATIONS).await?;
-    Ok(db)
+    Ok(Database::open(
+        &section.database_url,
+        section.database_max_connections,
+        &MIGRATIONS,
+    )
+    .await?)
 }
 
 impl MeshService for Notification {
