@@ -31,22 +31,16 @@ fn migrate_applies_the_migrations_and_exits() {
     let (status, stderr) =
         cpis_mesh::testkit::process::start_misconfigured(env!("CARGO_BIN_EXE_cpis-audit"), &[]);
     assert!(!status.success(), "{stderr}");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cpis-audit"));
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("CPIS_")) {
-        command.env_remove(name);
-    }
-    let output = command
-        .arg("migrate")
-        .env("CPIS_AUDIT_DATABASE_URL", &url)
-        .env("CPIS_AUDIT_CHECKPOINT_KEY", KEY)
-        .env("CPIS_PRIVACY_NHS_HASH_KEY", KEY)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (status, stderr) = cpis_mesh::testkit::process::run(
+        env!("CARGO_BIN_EXE_cpis-audit"),
+        &["migrate"],
+        &[
+            ("CPIS_AUDIT_DATABASE_URL", &url),
+            ("CPIS_AUDIT_CHECKPOINT_KEY", KEY),
+            ("CPIS_PRIVACY_NHS_HASH_KEY", KEY),
+        ],
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("migrations applied"));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("migrations applied"));
     assert!(dir.path().join("audit.db").exists());
 }

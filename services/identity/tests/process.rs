@@ -35,21 +35,12 @@ fn refuses_to_start_without_the_hash_key() {
 #[test]
 fn migrate_applies_the_migrations_and_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cpis-identity"));
-    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("CPIS_")) {
-        command.env_remove(name);
-    }
-    let output = command
-        .arg("migrate")
-        .envs(env(dir.path()))
-        .env("CPIS_PRIVACY_NHS_HASH_KEY", KEY)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("migrations applied"));
+    let mut env: Vec<(&str, String)> = env(dir.path());
+    env.push(("CPIS_PRIVACY_NHS_HASH_KEY", KEY.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, stderr) =
+        cpis_mesh::testkit::process::run(env!("CARGO_BIN_EXE_cpis-identity"), &["migrate"], &env);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("migrations applied"));
     assert!(dir.path().join("identity.db").exists());
 }

@@ -137,8 +137,9 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// Runs `binary` without a required variable and returns its exit status and stderr.
-pub fn start_misconfigured(binary: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
+/// Runs `binary` with `args` and only the `env` given among `CPIS_*` variables (the test's own
+/// must not leak in); returns its exit status and stderr.
+pub fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     let mut command = Command::new(binary);
     for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("CPIS_")) {
         command.env_remove(name);
@@ -147,6 +148,7 @@ pub fn start_misconfigured(binary: &str, env: &[(&str, &str)]) -> (ExitStatus, S
         command.env(name, value);
     }
     let output = command
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run the service binary");
@@ -154,6 +156,11 @@ pub fn start_misconfigured(binary: &str, env: &[(&str, &str)]) -> (ExitStatus, S
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `binary` without a required variable and returns its exit status and stderr.
+pub fn start_misconfigured(binary: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    run(binary, &[], env)
 }
 
 /// The life of a service process as a deployment sees it: it serves health on its admin
