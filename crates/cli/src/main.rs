@@ -1,13 +1,17 @@
 //! The `cpis` command: run the mesh on one machine, administer and verify it.
 //!
-//! Subcommands arrive with the issues that need them; today:
+//! - `cpis dev`: the whole mesh in one process on one machine, with a demo;
+//! - against a running mesh (`remote`): `login`, `check`, `flags`, `notifications`,
+//!   `audit`, `bench`;
 //! - `cpis pki`: a development PKI (a CA, a certificate per service, client certificates for
 //!   organisation systems) in a directory, to run the services by hand;
+//! - `cpis envoy render`: the Envoy edge's configuration;
 //! - `cpis nhs-number`: checks NHS numbers (Modulus 11) and prints them in 3-3-4 form;
 //! - `cpis identity`: directory import and export, the person register (on the identity
-//!   database directly, so the first import needs no token);
-//! - `cpis audit`: verify the audit log's signed checkpoints, consistency and every event,
-//!   prove one event's inclusion, generate a checkpoint key.
+//!   database directly, so the first import needs no token).
+//!
+//! Output is text for people by default and JSON with `--json`; exit codes are listed in
+//! [`failure`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,19 +19,37 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod bench;
+mod check;
+mod dev;
+mod failure;
+mod files;
+mod flags;
 mod identity;
+mod login;
+mod output;
 mod pki;
+mod remote;
+mod show;
+
+use failure::Failure;
+use output::Output;
 
 /// CP-IS mesh: child-protection information sharing.
 #[derive(Debug, Parser)]
 #[command(name = "cpis", version, about, propagate_version = true)]
 struct Cli {
+    /// Answer with one JSON document instead of text, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole mesh on this machine with a demo (SQLite, mTLS, no Postgres or Redis).
+    Dev(dev::DevArgs),
     /// Create a development PKI: a CA and a certificate per service and organisation system.
     Pki {
         /// Directory to write into (one sub-directory per identity, as `ca.crt`, `tls.crt`,
@@ -54,26 +76,40 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Administer the identity database: directory import and export, the person register.
     Identity(identity::IdentityArgs),
+    /// Sign in as a user through a client system; later commands use the stored session.
+    Login(login::LoginArgs),
+    /// Check a child at a care setting: flags, whom to call, recent attendances.
+    Check(check::CheckArgs),
+    /// Flags of a local authority: upload a CSV file, list, create or change, end.
+    Flags(flags::FlagsArgs),
+    /// Load generators against a running mesh, printing throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let output = Output { json: cli.json };
+    let result: Result<(), Failure> = match cli.command {
         Command::Pki {
             out,
             trust_domain,
             namespace,
             org_systems,
-        } => pki::create(&out, &trust_domain, &namespace, &org_systems),
-        Command::NhsNumber { numbers } => check_numbers(&numbers),
-        Command::Identity(args) => identity::run(args),
-        Command::Audit(args) => audit::run(args),
+        } => pki::create(&out, &trust_domain, &namespace, &org_systems).map_err(Failure::from),
+        Command::NhsNumber { numbers } => check_numbers(&numbers).map_err(Failure::from),
+        Command::Identity(args) => identity::run(args).map_err(Failure::from),
+        Command::Audit(args) => audit::run(args).map_err(Failure::from),
+        Command::Dev(args) => dev::run(args, output),
+        Command::Login(args) => login::run(args, output),
+        Command::Check(args) => check::run(args, output),
+        Command::Flags(args) => flags::run(args, output),
+        Command::Bench(args) => bench::run(args, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("cpis: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("cpis: {}", failure.message);
+            failure.exit_code()
         }
     }
 }
