@@ -23,9 +23,10 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         connection: Connection,
-        /// File keeping the last accepted checkpoint between runs.
-        #[arg(long, default_value = ".cpis/audit-verify.checkpoint")]
-        state: PathBuf,
+        /// File keeping the last accepted checkpoint between runs (by default
+        /// `audit-verify.checkpoint` in the data directory).
+        #[arg(long)]
+        state: Option<PathBuf>,
         /// Recompute the tree from every event (needs --token with audit.read).
         #[arg(long)]
         full: bool,
@@ -38,6 +39,9 @@ enum AuditCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Search the audit log (needs a user with audit.read): who looked at which child,
+    /// when, from where. The query itself is audited.
+    Query(crate::audit_query::QueryArgs),
     /// Generate a checkpoint signing key: prints the seed for `CPIS_AUDIT_CHECKPOINT_KEY`
     /// and the verifier key to give auditors.
     Keygen {
@@ -57,27 +61,65 @@ struct Connection {
         default_value = "https://localhost:50055"
     )]
     address: String,
-    /// A directory with this client's `ca.crt`, `tls.crt` and `tls.key`.
+    /// A directory with this client's `ca.crt`, `tls.crt` and `tls.key`; by default the
+    /// signed-in session's, or under `cpis dev` a demo hospital system's.
     #[arg(long, env = "CPIS_TLS_DIR")]
-    tls_dir: PathBuf,
+    tls_dir: Option<PathBuf>,
+    /// The data directory of `cpis dev` and `cpis login`.
+    #[arg(long, env = "CPIS_DATA_DIR", default_value = ".cpis")]
+    data_dir: PathBuf,
     /// The SPIFFE trust domain.
     #[arg(long, default_value = "cpis.local")]
     trust_domain: String,
-    /// The checkpoint verifier key (`name+keyid+base64`).
+    /// The checkpoint verifier key (`name+keyid+base64`); under `cpis dev`, from demo.json.
     #[arg(long, env = "CPIS_AUDIT_VKEY")]
-    vkey: String,
+    vkey: Option<String>,
     /// A session token with audit.read, to read events.
     #[arg(long, env = "CPIS_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
 impl Connection {
+    fn vkey(&self) -> Result<NoteVerifier, String> {
+        let vkey = match &self.vkey {
+            Some(vkey) => vkey.clone(),
+            None => crate::dev::demo::Demo::load(&self.data_dir)
+                .map(|demo| demo.audit_vkey)
+                .ok_or("pass the log's verifier key with --vkey (or CPIS_AUDIT_VKEY)")?,
+        };
+        NoteVerifier::from_vkey(&vkey).map_err(|e| format!("--vkey: {e}"))
+    }
+
+    fn tls_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.tls_dir {
+            return Ok(dir.clone());
+        }
+        if let Ok(Some(session)) = crate::remote::Session::load(&self.data_dir) {
+            return Ok(session.tls_dir);
+        }
+        if crate::dev::demo::Demo::load(&self.data_dir).is_some() {
+            let system = crate::dev::demo::system_of(crate::dev::demo::TRUST_A);
+            return Ok(crate::dev::system_dir(&self.data_dir, system));
+        }
+        Err("pass --tls-dir with this client's ca.crt, tls.crt and tls.key".to_owned())
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            crate::remote::Session::load(&self.data_dir)
+                .ok()
+                .flatten()
+                .map(|s| s.token)
+        })
+    }
+
     fn verifier(&self) -> Result<Verifier, String> {
-        let key = NoteVerifier::from_vkey(&self.vkey).map_err(|e| format!("--vkey: {e}"))?;
+        let key = self.vkey()?;
+        let tls_dir = self.tls_dir()?;
         let files = TlsFiles {
-            ca: self.tls_dir.join("ca.crt"),
-            cert: self.tls_dir.join("tls.crt"),
-            key: self.tls_dir.join("tls.key"),
+            ca: tls_dir.join("ca.crt"),
+            cert: tls_dir.join("tls.crt"),
+            key: tls_dir.join("tls.key"),
         };
         let tls = MeshTls::load(files, &self.trust_domain).map_err(|e| e.to_string())?;
         let settings = ChannelSettings {
@@ -86,7 +128,7 @@ impl Connection {
         };
         let channel = cpis_mesh::client::channel(&self.address, &tls, &Metrics::new(), &settings)
             .map_err(|e| e.to_string())?;
-        Ok(Verifier::new(channel, key, self.token.clone()))
+        Ok(Verifier::new(channel, key, self.token()))
     }
 }
 
@@ -121,12 +163,23 @@ fn write_state(path: &Path, accepted: &Accepted) -> Result<(), String> {
 }
 
 /// Runs `cpis audit ...`.
-pub(crate) fn run(args: AuditArgs) -> Result<(), String> {
+pub(crate) fn run(
+    args: AuditArgs,
+    output: crate::output::Output,
+) -> Result<(), crate::failure::Failure> {
+    match args.command {
+        AuditCommand::Query(query) => crate::audit_query::run(query, output),
+        command => check(command).map_err(crate::failure::Failure::failed),
+    }
+}
+
+fn check(command: AuditCommand) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    match args.command {
+    match command {
+        AuditCommand::Query(_) => Ok(()),
         AuditCommand::Keygen { name } => keygen(&name),
         AuditCommand::Verify {
             connection,
@@ -134,7 +187,9 @@ pub(crate) fn run(args: AuditArgs) -> Result<(), String> {
             full,
         } => runtime.block_on(async {
             let verifier = connection.verifier()?;
-            let key = NoteVerifier::from_vkey(&connection.vkey).map_err(|e| e.to_string())?;
+            let key = connection.vkey()?;
+            let state =
+                state.unwrap_or_else(|| connection.data_dir.join("audit-verify.checkpoint"));
             let previous = read_state(&state, &key)?;
             let latest = verifier
                 .latest(previous.as_ref())

@@ -47,6 +47,11 @@ impl Failure {
         Self::new(4, message)
     }
 
+    /// The mesh did not answer (exit code 6).
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(6, message)
+    }
+
     /// A file that cannot be read or written (exit code 2).
     pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         Self::usage(format!("{}: {error}", path.display()))

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod audit_query;
 mod bench;
 mod check;
 mod dev;
@@ -27,6 +28,7 @@ mod files;
 mod flags;
 mod identity;
 mod login;
+mod notifications;
 mod output;
 mod pki;
 mod remote;
@@ -80,6 +82,8 @@ enum Command {
     Login(login::LoginArgs),
     /// Check a child at a care setting: flags, whom to call, recent attendances.
     Check(check::CheckArgs),
+    /// A local authority's inbox: list, acknowledge, watch live.
+    Notifications(notifications::NotificationsArgs),
     /// Flags of a local authority: upload a CSV file, list, create or change, end.
     Flags(flags::FlagsArgs),
     /// Load generators against a running mesh, printing throughput and latency.
@@ -98,10 +102,11 @@ fn main() -> ExitCode {
         } => pki::create(&out, &trust_domain, &namespace, &org_systems).map_err(Failure::from),
         Command::NhsNumber { numbers } => check_numbers(&numbers).map_err(Failure::from),
         Command::Identity(args) => identity::run(args).map_err(Failure::from),
-        Command::Audit(args) => audit::run(args).map_err(Failure::from),
+        Command::Audit(args) => audit::run(args, output),
         Command::Dev(args) => dev::run(args, output),
         Command::Login(args) => login::run(args, output),
         Command::Check(args) => check::run(args, output),
+        Command::Notifications(args) => notifications::run(args, output),
         Command::Flags(args) => flags::run(args, output),
         Command::Bench(args) => bench::run(args, output),
     };
