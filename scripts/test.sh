@@ -144,5 +144,8 @@ log "interop: a Python grpcio client against real service binaries"
 cargo build --locked -p cpis-audit -p cpis-cli
 "$VENV/bin/python" -m unittest discover -s tests/interop -p 'test_*.py' -v
 
+log "deploy: the Helm chart and k8s/ manifests, rendered and validated offline"
+"$VENV/bin/python" -m unittest discover -s tests/deploy -p 'test_*.py' -v
+
 log "cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -23,6 +23,7 @@ mod audit_query;
 mod bench;
 mod check;
 mod dev;
+mod envoy;
 mod failure;
 mod files;
 mod flags;
@@ -68,6 +69,8 @@ enum Command {
         #[arg(long = "org-system", value_name = "ODS/SYSTEM")]
         org_systems: Vec<String>,
     },
+    /// Render the Envoy edge's configuration for one machine or a Kubernetes namespace.
+    Envoy(envoy::EnvoyArgs),
     /// Check NHS numbers: prints each valid one in 3-3-4 form, or why it is invalid.
     NhsNumber {
         /// Numbers to check (spaces and dashes allowed).
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Login(args) => login::run(args, output),
         Command::Check(args) => check::run(args, output),
         Command::Notifications(args) => notifications::run(args, output),
+        Command::Envoy(args) => envoy::run(args, output),
         Command::Flags(args) => flags::run(args, output),
         Command::Bench(args) => bench::run(args, output),
     };

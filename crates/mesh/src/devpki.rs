@@ -153,7 +153,8 @@ impl DevCa {
     }
 
     /// A workload's certificate: `spiffe://<td>/ns/<namespace>/sa/<name>`, for server and
-    /// client use, with its cluster DNS names, `localhost` and the loopback addresses.
+    /// client use, with its cluster DNS names (also as the chart's `cpis-<name>` Service),
+    /// `localhost` and the loopback addresses.
     pub fn workload(&self, namespace: &str, name: &str) -> Result<IssuedCert, PkiError> {
         self.issue(&LeafSpec {
             common_name: name.to_owned(),
@@ -161,13 +162,20 @@ impl DevCa {
                 "spiffe://{}/ns/{namespace}/sa/{name}",
                 self.trust_domain
             )],
-            dns_names: vec![
-                name.to_owned(),
-                format!("{name}.{namespace}"),
-                format!("{name}.{namespace}.svc"),
-                format!("{name}.{namespace}.svc.cluster.local"),
-                "localhost".to_owned(),
-            ],
+            // The workload's own name and the chart's Service name (`cpis-<name>`), each
+            // as the cluster's DNS spells it.
+            dns_names: [name.to_owned(), format!("cpis-{name}")]
+                .into_iter()
+                .flat_map(|host| {
+                    [
+                        format!("{host}.{namespace}"),
+                        format!("{host}.{namespace}.svc"),
+                        format!("{host}.{namespace}.svc.cluster.local"),
+                        host,
+                    ]
+                })
+                .chain(["localhost".to_owned()])
+                .collect(),
             ips: vec![
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(Ipv6Addr::LOCALHOST),

@@ -58,3 +58,26 @@ pub fn span_id(span: &tracing::Span) -> Option<String> {
     let span_cx = cx.span().span_context().clone();
     span_cx.is_valid().then(|| span_cx.span_id().to_string())
 }
+
+/// Makes `span` a child of the producer's span named by a stored W3C `traceparent` (and
+/// `tracestate`): work a consumer does for an event that travelled through an outbox stays
+/// in the trace of the request that produced it. Without a valid `traceparent`, `span`
+/// keeps its own parent. Call before `span` is first entered.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str, tracestate: &str) {
+    let mut headers = HeaderMap::new();
+    let Ok(parent) = HeaderValue::from_str(traceparent) else {
+        return;
+    };
+    headers.insert("traceparent", parent);
+    if let Some(state) = Some(tracestate)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        headers.insert("tracestate", state);
+    }
+    let cx = extract(&headers);
+    if cx.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed: then there is no trace.
+        let _ = span.set_parent(cx);
+    }
+}

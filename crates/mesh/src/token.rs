@@ -94,6 +94,53 @@ pub struct Claims {
     pub act: Vec<String>,
 }
 
+/// The claims of a session token with the kind of organisation the user acts for: the
+/// registered [`Claims`] and, beside them, `ok`. A separate type so that [`Claims`] keeps its
+/// fields (and every literal of it compiles); a token without `ok` (issued before the claim
+/// existed) still verifies, and its user is of [`OrganisationKind::Unknown`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The registered claims.
+    #[serde(flatten)]
+    pub claims: Claims,
+    /// The kind of the organisation (`health`, `local_authority`), from identity's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<String>,
+}
+
+/// The kind of organisation a user acts for, from the token's `ok` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OrganisationKind {
+    /// A health organisation (a trust, a GP practice): runs care settings.
+    Health,
+    /// A local authority (children's social care): holds flags.
+    LocalAuthority,
+    /// Not said (a token issued before `ok` existed) or a kind this verifier does not know:
+    /// services give it the least they give any kind.
+    #[default]
+    Unknown,
+}
+
+impl OrganisationKind {
+    /// The claim's value (`health`, `local_authority`); none for [`Unknown`](Self::Unknown).
+    pub fn code(self) -> Option<&'static str> {
+        match self {
+            Self::Health => Some("health"),
+            Self::LocalAuthority => Some("local_authority"),
+            Self::Unknown => None,
+        }
+    }
+
+    /// The kind a claim names; [`Unknown`](Self::Unknown) when absent or not known here.
+    pub fn from_claim(value: Option<&str>) -> Self {
+        match value {
+            Some("health") => Self::Health,
+            Some("local_authority") => Self::LocalAuthority,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 /// A verified user: who, for which organisation, allowed what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -101,6 +148,8 @@ pub struct Principal {
     pub user_id: String,
     /// The organisation the user acts for in this session.
     pub organisation: OdsCode,
+    /// The kind of that organisation (claim `ok`).
+    pub organisation_kind: OrganisationKind,
     /// The role profile chosen at sign-in.
     pub role_profile: String,
     /// The role of that profile.
@@ -350,9 +399,9 @@ impl TokenVerifier {
         UnparsedPublicKey::new(&ED25519, &key)
             .verify(signing_input.as_bytes(), &signature)
             .map_err(|_| TokenError::Signature)?;
-        let claims: Claims = decode_json(claims)?;
-        self.check_claims(&claims)?;
-        principal(claims)
+        let session: SessionClaims = decode_json(claims)?;
+        self.check_claims(&session.claims)?;
+        principal(session)
     }
 
     fn check_claims(&self, claims: &Claims) -> Result<(), TokenError> {
@@ -414,7 +463,9 @@ fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
-fn principal(claims: Claims) -> Result<Principal, TokenError> {
+fn principal(session: SessionClaims) -> Result<Principal, TokenError> {
+    let organisation_kind = OrganisationKind::from_claim(session.ok.as_deref());
+    let claims = session.claims;
     let organisation = claims
         .org
         .parse::<OdsCode>()
@@ -422,6 +473,7 @@ fn principal(claims: Claims) -> Result<Principal, TokenError> {
     Ok(Principal {
         user_id: claims.sub,
         organisation,
+        organisation_kind,
         role_profile: claims.rp,
         role: claims.role,
         // Unknown codes are ignored: a newer identity service may grant activities this
@@ -485,6 +537,15 @@ impl TokenSigner {
 
     /// A compact JWS of `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
+        self.sign_payload(claims)
+    }
+
+    /// A compact JWS of `claims` with the organisation's kind (what identity issues).
+    pub fn sign_session(&self, claims: &SessionClaims) -> String {
+        self.sign_payload(claims)
+    }
+
+    fn sign_payload<C: Serialize>(&self, claims: &C) -> String {
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.key_id});
         // Serialising these plain structures cannot fail.
         let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
@@ -586,6 +647,38 @@ mod tests {
                 .await,
             Err(TokenError::Algorithm)
         );
+    }
+
+    #[tokio::test]
+    async fn the_organisation_kind_is_read_and_its_absence_is_unknown() {
+        let (signer, _) = TokenSigner::generate("k1").unwrap();
+        let v = verifier(&signer);
+        let old = v.verify(&signer.sign(&claims(900))).await.unwrap();
+        assert_eq!(old.organisation_kind, OrganisationKind::Unknown);
+        for (ok, kind) in [
+            (Some("local_authority"), OrganisationKind::LocalAuthority),
+            (Some("health"), OrganisationKind::Health),
+            (Some("something_new"), OrganisationKind::Unknown),
+            (None, OrganisationKind::Unknown),
+        ] {
+            let token = signer.sign_session(&SessionClaims {
+                claims: claims(900),
+                ok: ok.map(str::to_owned),
+            });
+            let principal = v.verify(&token).await.unwrap();
+            assert_eq!(principal.organisation_kind, kind, "{ok:?}");
+            assert_eq!(principal.organisation.as_str(), "RJ1");
+        }
+        // An old verifier's view: the claim is simply one more field it ignores.
+        let token = signer.sign_session(&SessionClaims {
+            claims: claims(900),
+            ok: Some("health".into()),
+        });
+        let payload = token.split('.').nth(1).unwrap();
+        let plain: Claims = decode_json(payload).unwrap();
+        assert_eq!(plain.org, "RJ1");
+        let json: serde_json::Value = decode_json(payload).unwrap();
+        assert_eq!(json["ok"], "health");
     }
 
     #[tokio::test]

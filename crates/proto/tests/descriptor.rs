@@ -346,3 +346,23 @@ fn a_bulk_upload_stream_message_round_trips() {
     let decoded = BulkUploadRequest::decode(record.encode_to_vec().as_slice()).expect("decodes");
     assert_eq!(decoded, record);
 }
+
+#[test]
+fn the_api_guide_lists_every_service_and_rpc() {
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md"),
+    )
+    .expect("docs/api.md");
+    for (service, methods) in services(&descriptor_set()) {
+        assert!(
+            guide.contains(&format!("### `{service}`")),
+            "docs/api.md has no section for {service}"
+        );
+        for method in methods.keys() {
+            assert!(
+                guide.contains(&format!("| `{method}`")),
+                "docs/api.md does not list {service}.{method}"
+            );
+        }
+    }
+}

@@ -70,6 +70,9 @@ async fn start_notification(
     let section = cpis_notification::NotificationSection {
         database_url: url,
         audit_address: String::new(),
+        // Every notice stored as its own notification, so that each is counted once
+        // (folding repeated attendances is notification's business, tested there).
+        fold_window: cpis_mesh::duration::HumanDuration::from_secs(0),
         ..cpis_notification::NotificationSection::default()
     };
     let parts = cpis_notification::parts(

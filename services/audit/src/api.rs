@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::status;
 use crate::log;
+use crate::log::RequestCheckpoints;
 use crate::query;
 use crate::store::{AuditStore, Columns, PendingEvent, StoredCheckpoint};
 
@@ -36,6 +37,12 @@ pub struct AuditApi<S> {
     /// Events appended since the last checkpoint.
     pub(crate) pending: Arc<AtomicU64>,
     pub(crate) nhs_hasher: cpis_mesh::nhs_hash::NhsHasher,
+    /// The pace of checkpoints signed because a request found the log grown.
+    pub(crate) request_checkpoints: Arc<RequestCheckpoints>,
+    /// Asked whether a local authority flags the child its user queries about.
+    pub(crate) flags: crate::scope::FlagRegistry,
+    /// The national privacy offices, whose users query the whole log.
+    pub(crate) national: Arc<[cpis_domain::OdsCode]>,
 }
 
 /// Checks one event and normalises its NHS number to 10 digits; problems are reported with
@@ -158,16 +165,49 @@ impl<S: AuditStore> AuditApi<S> {
         Ok(appended)
     }
 
-    /// The checkpoint at `size` (None: the latest), signing one now when the log has grown
-    /// past the latest, so that a fresh event is provable at once.
-    async fn checkpoint_covering(&self, size: Option<u64>) -> Result<StoredCheckpoint, ApiError> {
+    /// The checkpoint at `size`, or (None) the latest, which covers at least `needed` events.
+    async fn checkpoint_covering(
+        &self,
+        size: Option<u64>,
+        needed: u64,
+    ) -> Result<StoredCheckpoint, ApiError> {
         match size {
             Some(size) => self
                 .store
                 .checkpoint(Some(size))
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("no checkpoint of size {size}; ask for the latest, or a size a checkpoint was made at"))),
-            None => Ok(log::checkpoint_now(&self.store, &self.signer, &self.origin).await?),
+            None => self.latest_checkpoint(needed).await,
+        }
+    }
+
+    /// The latest checkpoint. A request that finds the log grown past it signs a fresh one,
+    /// so that a new event is provable at once; but at most one per `request_checkpoints.
+    /// min_gap` in this replica, whatever the rate of requests (checkpoints are kept for
+    /// ever). Within the gap the latest is answered, or, when it does not cover the `needed`
+    /// events (a proof of an event newer than it), the request waits for the gap to end.
+    async fn latest_checkpoint(&self, needed: u64) -> Result<StoredCheckpoint, ApiError> {
+        loop {
+            let size = self.store.size().await?;
+            let latest = self.store.checkpoint(None).await?;
+            if let Some(latest) = latest.as_ref().filter(|c| c.tree_size >= size) {
+                return Ok(latest.clone());
+            }
+            let wait = self.request_checkpoints.gap_left();
+            if wait.is_zero() {
+                // One signer at a time: requests that arrive together share one checkpoint.
+                let _signing = self.request_checkpoints.signing.lock().await;
+                if !self.request_checkpoints.gap_left().is_zero() {
+                    continue;
+                }
+                let signed = log::checkpoint_now(&self.store, &self.signer, &self.origin).await?;
+                self.request_checkpoints.signed_now();
+                return Ok(signed);
+            }
+            match latest {
+                Some(latest) if latest.tree_size >= needed => return Ok(latest),
+                _ => tokio::time::sleep(wait).await,
+            }
         }
     }
 }
@@ -204,7 +244,27 @@ impl<S: AuditStore> AuditService for AuditApi<S> {
                 event,
             })
             .collect();
+        // One span per event in the trace of the request that produced it: the outbox's
+        // asynchronous hop stays in the producer's trace.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .filter_map(|event| {
+                let context = event.trace_context.as_ref()?;
+                let span = tracing::info_span!(
+                    "audit.record",
+                    otel.kind = "consumer",
+                    audit.action = %event.action
+                );
+                cpis_mesh::propagation::continue_trace(
+                    &span,
+                    &context.traceparent,
+                    &context.tracestate,
+                );
+                Some(span)
+            })
+            .collect();
         let appended = self.append_pending(pending).await?;
+        drop(spans);
         tracing::debug!(events = appended.len(), "appended");
         Ok(Response::new(AppendResponse {
             results: appended
@@ -230,7 +290,7 @@ impl<S: AuditStore> AuditService for AuditApi<S> {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         let size = size_of("tree_size", request.get_ref().tree_size)?;
-        let checkpoint = self.checkpoint_covering(size).await?;
+        let checkpoint = self.checkpoint_covering(size, 0).await?;
         Ok(Response::new(GetCheckpointResponse {
             checkpoint: Some(checkpoint_message(&self.origin, &checkpoint)),
         }))
@@ -257,7 +317,10 @@ impl<S: AuditStore> AuditService for AuditApi<S> {
             None => return Err(ApiError::invalid("leaf", "give an index or an event id").into()),
         };
         let checkpoint = self
-            .checkpoint_covering(size_of("tree_size", body.tree_size)?)
+            .checkpoint_covering(
+                size_of("tree_size", body.tree_size)?,
+                index.saturating_add(1),
+            )
             .await?;
         if index >= checkpoint.tree_size {
             return Err(ApiError::invalid(
@@ -287,7 +350,7 @@ impl<S: AuditStore> AuditService for AuditApi<S> {
         let first = size_of("first_tree_size", body.first_tree_size)?
             .ok_or_else(|| ApiError::invalid("first_tree_size", "must be at least 1"))?;
         let checkpoint = self
-            .checkpoint_covering(size_of("second_tree_size", body.second_tree_size)?)
+            .checkpoint_covering(size_of("second_tree_size", body.second_tree_size)?, first)
             .await?;
         let second = checkpoint.tree_size;
         if first > second {

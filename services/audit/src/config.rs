@@ -25,11 +25,23 @@ pub struct AuditSection {
     /// And as soon as this many events were appended since the last one.
     #[serde(deserialize_with = "from_str_or_native")]
     pub checkpoint_every: u64,
+    /// A request for the latest checkpoint or a proof that finds the log grown signs a fresh
+    /// checkpoint, but at most one per this gap in a replica (zero: one whenever the log grew).
+    pub checkpoint_min_gap: HumanDuration,
     /// Largest batch accepted by Append.
     #[serde(deserialize_with = "from_str_or_native")]
     pub max_batch: u32,
     /// The identity service, whose signing keys verify users' tokens.
     pub identity_url: String,
+    /// The flag registry, asked whether a local authority holds or held a flag for the child
+    /// its user queries about.
+    pub flags_url: String,
+    /// How long that question may take before the query is answered UNAVAILABLE.
+    pub flags_deadline: HumanDuration,
+    /// ODS codes of the national privacy offices, comma-separated: their users with
+    /// `audit.read` query the whole log. Everyone else is scoped by the kind of their
+    /// organisation (see `docs/audit.md`).
+    pub national_organisations: String,
 }
 
 impl Default for AuditSection {
@@ -42,8 +54,13 @@ impl Default for AuditSection {
             checkpoint_key_name: None,
             checkpoint_interval: HumanDuration::from_secs(10),
             checkpoint_every: 1000,
+            checkpoint_min_gap: HumanDuration::from_secs(1),
             max_batch: 1000,
             identity_url: "https://localhost:50051".to_owned(),
+            flags_url: "https://localhost:50052".to_owned(),
+            flags_deadline: HumanDuration::from_secs(2),
+            // NHS England's national privacy office.
+            national_organisations: "X26".to_owned(),
         }
     }
 }
@@ -62,6 +79,23 @@ impl AuditSection {
             .ok_or_else(|| ConfigError::invalid("audit.checkpoint_key", "must be 64 hex digits"))
     }
 
+    /// The national privacy offices' ODS codes.
+    pub fn national_organisations(&self) -> Result<Vec<cpis_domain::OdsCode>, ConfigError> {
+        self.national_organisations
+            .split(',')
+            .map(str::trim)
+            .filter(|code| !code.is_empty())
+            .map(|code| {
+                code.parse().map_err(|_| {
+                    ConfigError::invalid(
+                        "audit.national_organisations",
+                        "must be ODS codes separated by commas",
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The name of the checkpoint key.
     pub fn key_name(&self) -> &str {
         self.checkpoint_key_name.as_deref().unwrap_or(&self.origin)
@@ -77,6 +111,13 @@ impl ServiceSection for AuditSection {
             return Err(ConfigError::invalid(
                 "audit.checkpoint_key_name",
                 "must be a signed-note key name: no spaces or `+`",
+            ));
+        }
+        self.national_organisations()?;
+        if self.flags_deadline.get().is_zero() {
+            return Err(ConfigError::invalid(
+                "audit.flags_deadline",
+                "must be longer than zero",
             ));
         }
         if self.checkpoint_every == 0 || self.max_batch == 0 {

@@ -18,6 +18,7 @@ use cpis_mesh::{
     AccessPolicy, Config, MeshContext, MeshService, PeerClass, ServiceDefaults, ServiceParts,
 };
 use cpis_proto::audit::audit_service_server::{AuditServiceServer, SERVICE_NAME};
+use cpis_proto::flags::flag_registry_service_client::FlagRegistryServiceClient;
 use tonic::service::Routes;
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod config;
 mod error;
 pub mod log;
 mod query;
+mod scope;
 pub mod store;
 pub mod verify;
 
@@ -49,8 +51,8 @@ pub const MIGRATIONS: Migrations = Migrations {
 #[derive(Debug, Clone, Copy)]
 pub struct Audit;
 
-/// Who may call what: only mesh services append; privacy officers' systems query (with a
-/// token granting `audit.read`); checkpoints and proofs, which reveal only hashes, are open to
+/// Who may call what: only mesh services append; organisation systems query (with a token
+/// granting `audit.read`, scoped by the kind of the user's organisation); checkpoints and proofs, which reveal only hashes, are open to
 /// every peer of the mesh.
 pub fn policy(ctx: &MeshContext) -> AccessPolicy {
     let method = |name: &str| format!("{SERVICE_NAME}/{name}");
@@ -73,12 +75,20 @@ pub fn parts(
     let signer =
         CheckpointSigner::from_ed25519_seed(section.key_name(), &section.checkpoint_seed()?)?;
     tracing::info!(vkey = %signer.verifier().vkey(), origin = %section.origin, "checkpoints are signed by this key");
+    let scoping = Scoping {
+        flags: scope::FlagRegistry {
+            client: FlagRegistryServiceClient::new(ctx.channel(section.flags_url.trim())?),
+            deadline: section.flags_deadline.get(),
+        },
+        national: section.national_organisations()?.into(),
+    };
     let routes = match db {
         Database::Postgres(pool) => routes(
             ctx,
             section,
             signer,
             tokens,
+            scoping,
             store::postgres::PgAuditStore::new(pool.clone()),
         ),
         Database::Sqlite(pool) => routes(
@@ -86,6 +96,7 @@ pub fn parts(
             section,
             signer,
             tokens,
+            scoping,
             store::sqlite::SqliteAuditStore::new(pool.clone()),
         ),
     };
@@ -98,11 +109,18 @@ pub fn parts(
     })
 }
 
+/// What scopes users' queries: the flag registry and the national offices.
+struct Scoping {
+    flags: scope::FlagRegistry,
+    national: Arc<[cpis_domain::OdsCode]>,
+}
+
 fn routes<S: AuditStore>(
     ctx: &MeshContext,
     section: &AuditSection,
     signer: CheckpointSigner,
     tokens: TokenVerifier,
+    scoping: Scoping,
     store: S,
 ) -> Routes {
     let appended = Arc::new(tokio::sync::Notify::new());
@@ -119,6 +137,11 @@ fn routes<S: AuditStore>(
         appended: appended.clone(),
         pending: pending.clone(),
         nhs_hasher: ctx.nhs_hasher.clone(),
+        request_checkpoints: Arc::new(log::RequestCheckpoints::new(
+            section.checkpoint_min_gap.get(),
+        )),
+        flags: scoping.flags,
+        national: scoping.national,
     };
     log::spawn_checkpointer(
         store,

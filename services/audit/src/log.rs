@@ -89,6 +89,46 @@ pub async fn checkpoint_now<S: AuditStore>(
     Ok(stored)
 }
 
+/// The pace of checkpoints signed for requests (the checkpointer signs its own on its
+/// policy, besides).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCheckpoints {
+    /// The least time between two of them.
+    pub(crate) min_gap: std::time::Duration,
+    /// When the last one was signed.
+    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Held while deciding and signing.
+    pub(crate) signing: tokio::sync::Mutex<()>,
+}
+
+impl RequestCheckpoints {
+    /// Checkpoints for requests at most one per `min_gap` (zero: one whenever the log grew).
+    pub(crate) fn new(min_gap: std::time::Duration) -> Self {
+        Self {
+            min_gap,
+            ..Self::default()
+        }
+    }
+
+    /// How long until the next one may be signed.
+    pub(crate) fn gap_left(&self) -> std::time::Duration {
+        let last = *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.map(|t| self.min_gap.saturating_sub(t.elapsed()))
+            .unwrap_or_default()
+    }
+
+    /// Notes that one was signed now.
+    pub(crate) fn signed_now(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+}
+
 /// Makes checkpoints per `policy` until shutdown: after `every_events` appends (signalled
 /// through `appended`) or `interval`, whichever comes first, when the log grew. Cost is
 /// independent of the log's size: one root from O(log n) stored hashes and one signature.

@@ -13,6 +13,7 @@ use tonic::Request;
 use uuid::Uuid;
 
 use crate::api::{AuditApi, QUERY_ACTIVITY};
+use crate::scope::{self, Refusal, Scope};
 use crate::store::{AuditStore, Columns, EventFilter, PendingEvent};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -97,8 +98,13 @@ fn parse(body: &QueryEventsRequest) -> Result<(EventFilter, u32), ApiError> {
 }
 
 /// The audit event recording a query: who asked, for which child, with which filters (named,
-/// not their values, since the child is already the event's subject).
-fn query_event(principal: &Principal, filter: &EventFilter, found: usize) -> AuditEvent {
+/// not their values, since the child is already the event's subject), and how it ended.
+fn query_event(
+    principal: &Principal,
+    filter: &EventFilter,
+    outcome: AuditOutcome,
+    result: &str,
+) -> AuditEvent {
     let now = time::OffsetDateTime::now_utc();
     let mut used = Vec::new();
     for (name, set) in [
@@ -140,9 +146,9 @@ fn query_event(principal: &Principal, filter: &EventFilter, found: usize) -> Aud
             .subject_nhs_number
             .clone()
             .map(|value| NhsNumber { value }),
-        outcome: AuditOutcome::Success as i32,
+        outcome: outcome as i32,
         reason: format!(
-            "filters: {}; {found} entries returned",
+            "filters: {}; {result}",
             if used.is_empty() {
                 "none".to_owned()
             } else {
@@ -165,22 +171,79 @@ fn query_event(principal: &Principal, filter: &EventFilter, found: usize) -> Aud
     }
 }
 
-/// Answers a query for a user with `audit.read`, and records it in the log.
+impl<S: AuditStore> AuditApi<S> {
+    /// Appends the event recording a query.
+    async fn record_query(
+        &self,
+        principal: &Principal,
+        filter: &EventFilter,
+        outcome: AuditOutcome,
+        result: &str,
+    ) -> Result<(), ApiError> {
+        let record = query_event(principal, filter, outcome, result);
+        self.append_pending(vec![PendingEvent {
+            event_id: Uuid::parse_str(&record.event_id).unwrap_or_else(|_| Uuid::now_v7()),
+            columns: Columns::of(&record),
+            event: record,
+        }])
+        .await?;
+        Ok(())
+    }
+}
+
+/// Answers a query for a user with `audit.read`, within the user's scope, and records it in
+/// the log, refused or not.
 pub(crate) async fn query_events<S: AuditStore>(
     api: &AuditApi<S>,
     request: Request<QueryEventsRequest>,
 ) -> Result<QueryEventsResponse, ApiError> {
-    // Authorise before looking at anything, so a refused caller learns nothing.
+    // Authenticate before looking at anything, so a refused caller learns nothing.
     let principal = api.principal(&request).await?;
-    principal.require(QUERY_ACTIVITY)?;
     let body = request.into_inner();
-    let (filter, page) = parse(&body)?;
+    if let Err(denied) = principal.require(QUERY_ACTIVITY) {
+        // The child asked about is recorded when the filters say it.
+        let asked = parse(&body).map(|(filter, _)| filter).unwrap_or_default();
+        api.record_query(
+            &principal,
+            &asked,
+            AuditOutcome::Denied,
+            "denied: the role profile does not grant audit.read",
+        )
+        .await?;
+        return Err(denied);
+    }
+    let (mut filter, page) = parse(&body)?;
     if let Some(Ok(number)) = filter
         .subject_nhs_number
         .as_deref()
         .map(str::parse::<cpis_domain::NhsNumber>)
     {
         tracing::info!(subject = %api.nhs_hasher.pseudonym(&number), "audit query about a child");
+    }
+    let scope = Scope::of(&principal, &api.national);
+    match scope::apply(scope, &principal, &mut filter, &api.flags).await {
+        Ok(()) => {}
+        Err(Refusal::Invalid(error)) => return Err(error),
+        Err(Refusal::Denied(reason)) => {
+            api.record_query(
+                &principal,
+                &filter,
+                AuditOutcome::Denied,
+                &format!("denied: {reason}"),
+            )
+            .await?;
+            return Err(ApiError::PermissionDenied(reason.to_owned()));
+        }
+        Err(Refusal::Unavailable) => {
+            api.record_query(
+                &principal,
+                &filter,
+                AuditOutcome::Failed,
+                "failed: the flag registry did not answer",
+            )
+            .await?;
+            return Err(ApiError::Unavailable(scope::FLAGS_UNAVAILABLE.to_owned()));
+        }
     }
     let mut events = api.store.events(&filter, page + 1).await?;
     let next_page_token = if events.len() > page as usize {
@@ -192,12 +255,12 @@ pub(crate) async fn query_events<S: AuditStore>(
     } else {
         String::new()
     };
-    let record = query_event(&principal, &filter, events.len());
-    api.append_pending(vec![PendingEvent {
-        event_id: Uuid::parse_str(&record.event_id).unwrap_or_else(|_| Uuid::now_v7()),
-        columns: Columns::of(&record),
-        event: record,
-    }])
+    api.record_query(
+        &principal,
+        &filter,
+        AuditOutcome::Success,
+        &format!("{} entries returned", events.len()),
+    )
     .await?;
     Ok(QueryEventsResponse {
         entries: events

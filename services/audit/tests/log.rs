@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 
 use cpis_audit::verify::Verifier;
 use cpis_merkle::{Hash, check_record, check_tree, leaf_hash};
+use cpis_mesh::client::MeshChannel;
 use cpis_mesh::testkit::{postgres_database, sqlite_database};
+use cpis_proto::audit::audit_service_client::AuditServiceClient;
 use cpis_proto::audit::{
-    AppendRequest, GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest,
-    QueryEventsRequest, get_inclusion_proof_request,
+    AppendRequest, AuditOutcome, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, QueryEventsRequest, get_inclusion_proof_request,
 };
 use cpis_proto::common::NhsNumber;
 use support::{CHILD, checkpoint_key, event, events};
@@ -42,6 +44,7 @@ on_both_stores!(
     the_database_refuses_to_change_or_delete_events,
     a_forged_proof_or_checkpoint_is_rejected,
     full_verification_of_an_untouched_log_passes,
+    requests_sign_checkpoints_at_most_one_per_gap,
 );
 
 fn hash(bytes: &[u8]) -> Hash {
@@ -309,7 +312,21 @@ async fn queries_need_audit_read_and_are_themselves_audited(db: &str) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(found.entries.len(), 3);
+    // The three checks, and the clinician's refused query about the child.
+    let actions: Vec<&str> = found
+        .entries
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "attendance.check",
+            "attendance.check",
+            "attendance.check",
+            "audit.query"
+        ]
+    );
     assert!(
         found
             .entries
@@ -328,8 +345,13 @@ async fn queries_need_audit_read_and_are_themselves_audited(db: &str) {
         format!("Bearer {officer}").parse().unwrap(),
     );
     let queries = portal.query_events(asked).await.unwrap().into_inner();
-    assert_eq!(queries.entries.len(), 1, "{queries:?}");
-    let recorded = queries.entries[0].event.clone().unwrap();
+    assert_eq!(queries.entries.len(), 2, "{queries:?}");
+    // The clinician's refused query too, as denied.
+    let refused = queries.entries[0].event.clone().unwrap();
+    assert_eq!(refused.outcome, AuditOutcome::Denied as i32);
+    assert_eq!(refused.nhs_number.unwrap().value, CHILD);
+    let recorded = queries.entries[1].event.clone().unwrap();
+    assert_eq!(recorded.outcome, AuditOutcome::Success as i32);
     assert_eq!(recorded.nhs_number.unwrap().value, CHILD);
     assert_eq!(recorded.organisation.unwrap().value, "X26");
 
@@ -354,6 +376,71 @@ async fn queries_need_audit_read_and_are_themselves_audited(db: &str) {
         }
     }
     assert_eq!(&paged[..6], &[0, 1, 2, 3, 4, 5]);
+}
+
+async fn requests_sign_checkpoints_at_most_one_per_gap(db: &str) {
+    let gap = std::time::Duration::from_secs(2);
+    let h = support::start_paced(db, gap).await;
+    let mut client = h.client("org:privacy-portal");
+    h.append(events(3)).await;
+    let latest = |mut client: AuditServiceClient<MeshChannel>| async move {
+        client
+            .get_checkpoint(GetCheckpointRequest { tree_size: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .checkpoint
+            .unwrap()
+            .tree_size
+    };
+    // The first request finds the log grown and signs.
+    let started = std::time::Instant::now();
+    assert_eq!(latest(client.clone()).await, 3);
+
+    // The log grows; requests within the gap, however many, are answered the latest.
+    h.append(events(2)).await;
+    let mut asking = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        asking.spawn(latest(client.clone()));
+    }
+    let sizes = asking.join_all().await;
+    assert!(sizes.iter().all(|s| *s == 3), "{sizes:?}");
+    assert_eq!(
+        client
+            .get_checkpoint(GetCheckpointRequest { tree_size: 5 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "no checkpoint was signed within the gap"
+    );
+
+    // A proof of an event the latest does not cover waits for the gap, then one is signed.
+    let proof = client
+        .get_inclusion_proof(GetInclusionProofRequest {
+            leaf: Some(get_inclusion_proof_request::Leaf::Index(4)),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(proof.tree_size, 5);
+    assert!(started.elapsed() >= gap, "{:?}", started.elapsed());
+    let note = proof.checkpoint.unwrap().signed_note;
+    let opened = cpis_merkle::checkpoint::open(&note, &checkpoint_key()).unwrap();
+    let path: Vec<Hash> = proof.hashes.iter().map(|b| hash(b)).collect();
+    check_record(&path, 5, opened.root(), 4, hash(&proof.leaf_hash)).unwrap();
+    // A proof the latest covers is answered at once, without a new checkpoint.
+    h.append(events(1)).await;
+    let covered = client
+        .get_inclusion_proof(GetInclusionProofRequest {
+            leaf: Some(get_inclusion_proof_request::Leaf::Index(1)),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(covered.tree_size, 5);
 }
 
 async fn the_database_refuses_to_change_or_delete_events(db: &str) {

@@ -39,14 +39,22 @@ pub use store::MIGRATIONS;
 #[derive(Debug, Clone, Copy)]
 pub struct FlagRegistry;
 
-/// Who may call what: `GetFlags` only the attendance service (never outside callers);
+/// Who may call what: `GetFlags` only the attendance service, and the audit service (which
+/// asks whether a local authority flags the child its user queries the log about), never
+/// outside callers;
 /// authorities' systems, directly or through the edge, everything else (their users'
 /// `flag.manage` and organisation are checked by the handlers).
 pub fn policy(ctx: &MeshContext) -> AccessPolicy {
     let method = |name: &str| format!("{SERVICE_NAME}/{name}");
     let authorities = || [PeerClass::Edge, PeerClass::OrgSystem];
     ctx.policy()
-        .allow_method(&method("GetFlags"), [PeerClass::service("attendance")])
+        .allow_method(
+            &method("GetFlags"),
+            [
+                PeerClass::service("attendance"),
+                PeerClass::service("audit"),
+            ],
+        )
         .allow_method(&method("UpsertFlag"), authorities())
         .allow_method(&method("EndFlag"), authorities())
         .allow_method(&method("ListFlags"), authorities())

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cpis_mesh::token::{Activity, TokenVerifier};
+use cpis_mesh::token::{Activity, OrganisationKind, TokenVerifier};
 use cpis_proto::identity::{DisableRoleProfileRequest, DisableUserRequest, IssueTokenRequest};
 use support::{Backend, PASSWORD, TestIdentity, with_token};
 use tonic::Code;
@@ -143,6 +143,11 @@ async fn a_local_authority_token_carries_no_health_activities(backend: Backend) 
     let verifier = verifier(&test);
     let principal = verifier.verify(&answer.access_token).await.unwrap();
     assert_eq!(principal.organisation.as_str(), "E09000007");
+    // The organisation's kind is in the token (claim `ok`), from the directory.
+    assert_eq!(
+        principal.organisation_kind,
+        OrganisationKind::LocalAuthority
+    );
     assert!(principal.may(Activity::FlagManage));
     assert!(principal.may(Activity::NotificationRead));
     assert!(principal.may(Activity::AuditRead));
@@ -152,6 +157,7 @@ async fn a_local_authority_token_carries_no_health_activities(backend: Backend) 
 
     let clinician = test.sign_in("nurse.jones", "").await;
     let principal = verifier.verify(&clinician.access_token).await.unwrap();
+    assert_eq!(principal.organisation_kind, OrganisationKind::Health);
     assert!(principal.may(Activity::ChildCheck));
     assert!(!principal.may(Activity::FlagManage));
 }

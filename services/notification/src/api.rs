@@ -24,10 +24,13 @@ use uuid::Uuid;
 use crate::audit;
 use crate::convert::{self, now_us};
 use crate::cursor;
+use crate::escalation::EscalationPolicy;
 use crate::fanout::Fanout;
 use crate::publish::notification_of;
-use crate::store::{InboxQuery, NotificationStore, StoreError};
+use crate::store::{InboxQuery, NotificationStore, StoreError, StoredNotification, WebhookStore};
 use crate::subscribe;
+use crate::webhook::SecretSealer;
+use crate::worker::WorkerWaker;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -46,6 +49,14 @@ pub struct NotificationApi<S> {
     pub(crate) outbox: Arc<dyn OutboxStore>,
     /// Wakes the outbox relay, when this process runs one.
     pub(crate) outbox_notifier: Option<OutboxNotifier>,
+    /// Seals webhook secrets before they are stored.
+    pub(crate) sealer: SecretSealer,
+    /// When attendance notifications are escalated.
+    pub(crate) escalation: EscalationPolicy,
+    /// Repeated attendances within this window are folded (0: never), microseconds.
+    pub(crate) fold_window_us: i64,
+    /// Wakes the background worker (deliveries) after a publish.
+    pub(crate) worker: WorkerWaker,
 }
 
 /// The authority a request names, checked.
@@ -77,7 +88,7 @@ pub(crate) fn kinds(values: &[i32]) -> Result<Vec<i32>, ApiError> {
     Ok(kinds)
 }
 
-impl<S: NotificationStore> NotificationApi<S> {
+impl<S: NotificationStore + WebhookStore> NotificationApi<S> {
     /// The user of a call on an authority's inbox: a valid token, `notification.read`, and
     /// the authority the user acts for.
     pub(crate) async fn inbox_user<T>(
@@ -112,7 +123,7 @@ impl<S: NotificationStore> NotificationApi<S> {
         Ok(())
     }
 
-    fn notify_outbox(&self) {
+    pub(crate) fn notify_outbox(&self) {
         if let Some(notifier) = &self.outbox_notifier {
             notifier.notify();
         }
@@ -121,22 +132,37 @@ impl<S: NotificationStore> NotificationApi<S> {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn webhooks_not_yet() -> Status {
-    Status::unimplemented("webhooks are not available yet on this service")
-}
-
 #[tonic::async_trait]
-impl<S: NotificationStore> NotificationService for NotificationApi<S> {
+impl<S: NotificationStore + WebhookStore> NotificationService for NotificationApi<S> {
     async fn publish(&self, request: Request<PublishRequest>) -> Reply<PublishResponse> {
         let events = request.into_inner().events;
         if events.is_empty() || events.len() > self.max_batch {
             let message = format!("send 1 to {} events", self.max_batch);
             return Err(ApiError::invalid("events", message).into());
         }
+        // One span per event in the trace of the request that produced it: the outbox's
+        // asynchronous hop stays in the producer's trace.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .filter_map(|event| {
+                let context = event.trace_context.as_ref()?;
+                let span = tracing::info_span!("notification.store", otel.kind = "consumer");
+                cpis_mesh::propagation::continue_trace(
+                    &span,
+                    &context.traceparent,
+                    &context.tracestate,
+                );
+                Some(span)
+            })
+            .collect();
         let mut problems: Vec<FieldViolation> = Vec::new();
+        let now = now_us();
         let mut new = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
-            if let Some(n) = notification_of(event, &format!("events[{i}]"), &mut problems) {
+            if let Some(mut n) = notification_of(event, &format!("events[{i}]"), &mut problems) {
+                if n.kind == NotificationKind::Attendance as i32 {
+                    n.escalate_at_us = Some(self.escalation.due_at(now));
+                }
                 new.push(n);
             }
         }
@@ -145,22 +171,36 @@ impl<S: NotificationStore> NotificationService for NotificationApi<S> {
         }
         let published = self
             .store
-            .publish(new, now_us())
+            .publish(new, now, self.fold_window_us)
             .await
             .map_err(ApiError::from)?;
-        let live = published
+        drop(spans);
+        self.worker.wake();
+        // Each notification once, as it ends up, in inbox order: a stream passes each
+        // new place in turn and takes a folded one it has passed as an update.
+        let folded: Vec<Uuid> = published.folded.iter().map(|n| n.notification_id).collect();
+        let mut announced: Vec<&StoredNotification> = published
             .stored
             .iter()
+            .filter(|n| !folded.contains(&n.notification_id))
+            .chain(&published.folded)
+            .collect();
+        announced.sort_by_key(|n| n.seq);
+        let live = announced
+            .into_iter()
             .map(convert::notification)
             .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(
-            stored = live.len(),
+            stored = published.stored.len(),
+            folded = published.folded_events,
             duplicates = published.duplicates,
             "published"
         );
         self.fanout.announce(live).await;
+        // Events, not notifications: a folded event counts as stored.
+        let stored = published.stored.len() + published.folded_events;
         Ok(Response::new(PublishResponse {
-            stored_count: i32::try_from(published.stored.len()).unwrap_or(i32::MAX),
+            stored_count: i32::try_from(stored).unwrap_or(i32::MAX),
             duplicate_count: i32::try_from(published.duplicates).unwrap_or(i32::MAX),
         }))
     }
@@ -326,40 +366,43 @@ impl<S: NotificationStore> NotificationService for NotificationApi<S> {
 
     async fn register_webhook(
         &self,
-        _: Request<RegisterWebhookRequest>,
+        request: Request<RegisterWebhookRequest>,
     ) -> Reply<RegisterWebhookResponse> {
-        Err(webhooks_not_yet())
+        Ok(Response::new(self.register(request).await?))
     }
 
-    async fn list_webhooks(&self, _: Request<ListWebhooksRequest>) -> Reply<ListWebhooksResponse> {
-        Err(webhooks_not_yet())
+    async fn list_webhooks(
+        &self,
+        request: Request<ListWebhooksRequest>,
+    ) -> Reply<ListWebhooksResponse> {
+        Ok(Response::new(self.list_hooks(request).await?))
     }
 
     async fn rotate_webhook_secret(
         &self,
-        _: Request<RotateWebhookSecretRequest>,
+        request: Request<RotateWebhookSecretRequest>,
     ) -> Reply<RotateWebhookSecretResponse> {
-        Err(webhooks_not_yet())
+        Ok(Response::new(self.rotate(request).await?))
     }
 
     async fn unregister_webhook(
         &self,
-        _: Request<UnregisterWebhookRequest>,
+        request: Request<UnregisterWebhookRequest>,
     ) -> Reply<UnregisterWebhookResponse> {
-        Err(webhooks_not_yet())
+        Ok(Response::new(self.unregister(request).await?))
     }
 
     async fn list_webhook_deliveries(
         &self,
-        _: Request<ListWebhookDeliveriesRequest>,
+        request: Request<ListWebhookDeliveriesRequest>,
     ) -> Reply<ListWebhookDeliveriesResponse> {
-        Err(webhooks_not_yet())
+        Ok(Response::new(self.deliveries(request).await?))
     }
 
     async fn list_delivery_attempts(
         &self,
-        _: Request<ListDeliveryAttemptsRequest>,
+        request: Request<ListDeliveryAttemptsRequest>,
     ) -> Reply<ListDeliveryAttemptsResponse> {
-        Err(webhooks_not_yet())
+        Ok(Response::new(self.attempts(request).await?))
     }
 }

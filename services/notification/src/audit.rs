@@ -3,7 +3,8 @@
 //!
 //! Actions (stable names, listed in `docs/api/notification.md`):
 //! `notification.inbox.list`, `notification.inbox.subscribe`,
-//! `notification.inbox.acknowledge`.
+//! `notification.inbox.acknowledge`, `notification.webhook.register`,
+//! `notification.webhook.rotate_secret`, `notification.webhook.unregister`.
 
 use cpis_mesh::authz::Caller;
 use cpis_mesh::outbox::{NewOutboxEvent, OutboxError};
@@ -20,12 +21,41 @@ pub const SUBSCRIBE: &str = "notification.inbox.subscribe";
 /// Notifications acknowledged.
 pub const ACKNOWLEDGE: &str = "notification.inbox.acknowledge";
 
+/// A webhook registered.
+pub const WEBHOOK_REGISTER: &str = "notification.webhook.register";
+/// A webhook's secret replaced.
+pub const WEBHOOK_ROTATE_SECRET: &str = "notification.webhook.rotate_secret";
+/// A webhook unregistered.
+pub const WEBHOOK_UNREGISTER: &str = "notification.webhook.unregister";
+
 /// The audit event of `action` by `user` (through `caller`) on `authority`'s inbox.
 pub(crate) fn inbox_event(
     action: &str,
     caller: Option<&Caller>,
     user: &Principal,
     authority: &str,
+    reason: String,
+) -> Result<NewOutboxEvent, OutboxError> {
+    event(action, caller, user, format!("inbox:{authority}"), reason)
+}
+
+/// The audit event of `action` by `user` (through `caller`) on webhook `id` (the reason
+/// names the URL's host, never a secret).
+pub(crate) fn webhook_event(
+    action: &str,
+    caller: Option<&Caller>,
+    user: &Principal,
+    id: uuid::Uuid,
+    reason: String,
+) -> Result<NewOutboxEvent, OutboxError> {
+    event(action, caller, user, format!("webhook:{id}"), reason)
+}
+
+fn event(
+    action: &str,
+    caller: Option<&Caller>,
+    user: &Principal,
+    target: String,
     reason: String,
 ) -> Result<NewOutboxEvent, OutboxError> {
     let calling_system = caller
@@ -47,7 +77,7 @@ pub(crate) fn inbox_event(
         organisation: Some(OdsCode {
             value: user.organisation.as_str().to_owned(),
         }),
-        target: format!("inbox:{authority}"),
+        target,
         // The outbox fills it from the current span.
         trace_context: None,
     })

@@ -54,6 +54,10 @@ pub(crate) fn notification(row: &StoredNotification) -> Result<Notification, Api
     n.notification_id = row.notification_id.to_string();
     n.create_time = Some(timestamp(row.create_time_us));
     n.cursor = cursor::encode(row.seq);
+    n.occurrence_count = row.occurrence_count.max(1);
+    if let Some(last) = row.last_occur_time_us {
+        n.last_occur_time = Some(timestamp(last));
+    }
     n.acknowledgement = match &row.acknowledgement {
         Some((at, by)) => Some(Acknowledgement {
             acknowledge_time: Some(timestamp(*at)),

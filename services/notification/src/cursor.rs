@@ -28,3 +28,28 @@ mod tests {
         assert_eq!(super::decode(&super::encode(-1)), None);
     }
 }
+
+/// The page token resuming after the row with id `id`, for a list whose tokens start with
+/// `kind` (`w1` webhooks, `d1` deliveries, `a1` attempts).
+pub fn encode_id(kind: &str, id: uuid::Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{id}"))
+}
+
+/// The id of a page token of `kind` this service gave, or None.
+pub fn decode_id(kind: &str, token: &str) -> Option<uuid::Uuid> {
+    let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    uuid::Uuid::parse_str(text.strip_prefix(kind)?.strip_prefix(':')?).ok()
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn id_tokens_round_trip_only_for_their_list() {
+        let id = uuid::Uuid::now_v7();
+        let token = super::encode_id("d1", id);
+        assert_eq!(super::decode_id("d1", &token), Some(id));
+        assert_eq!(super::decode_id("a1", &token), None);
+        assert_eq!(super::decode_id("d1", &super::encode(3)), None);
+    }
+}

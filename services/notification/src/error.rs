@@ -10,6 +10,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => ApiError::NotFound(format!(
                 "notification {id} is not in this authority's inbox; nothing was acknowledged"
             )),
+            StoreError::WebhookNotFound(id) => {
+                ApiError::NotFound(format!("webhook {id} is not registered by this authority"))
+            }
             StoreError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             )

@@ -4,7 +4,10 @@
 //! (`Publish`, idempotent by event id); each is stored in its authority's inbox at the
 //! next place, and fanned out to the live `Subscribe` streams of every replica (Redis
 //! pub/sub, or in process on one machine). Authorities' users list and acknowledge their
-//! own inbox.
+//! own inbox, and register webhooks; a background worker on every replica delivers signed
+//! webhook deliveries (retried, then dead-lettered) and escalates attendance notifications
+//! left unacknowledged. Repeated attendances of a child at a setting are folded into one
+//! notification with a count.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,15 +31,19 @@ pub mod config;
 mod convert;
 pub mod cursor;
 mod error;
+pub mod escalation;
 pub mod fanout;
 mod publish;
 pub mod signature;
 pub mod store;
 mod subscribe;
+pub mod webhook;
+mod webhooks_api;
+pub mod worker;
 
 pub use config::NotificationSection;
 use fanout::Fanout;
-use store::NotificationStore;
+use store::{NotificationStore, WebhookStore};
 
 /// The service's migrations, embedded.
 pub const MIGRATIONS: Migrations = Migrations {
@@ -51,6 +58,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox",
             sql: outbox::POSTGRES_SQL,
         },
+        EmbeddedMigration {
+            version: 3,
+            description: "webhooks",
+            sql: include_str!("../migrations/postgres/0003_webhooks.sql"),
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -62,6 +74,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "outbox",
             sql: outbox::SQLITE_SQL,
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "webhooks",
+            sql: include_str!("../migrations/sqlite/0003_webhooks.sql"),
         },
     ],
 };
@@ -128,6 +145,7 @@ pub fn parts(
             Some(notifier)
         },
     };
+    let runtime = Runtime::from_section(section)?;
     let routes = match db {
         Database::Postgres(pool) => routes(
             ctx,
@@ -135,6 +153,7 @@ pub fn parts(
             tokens,
             fanout,
             audit,
+            runtime,
             store::postgres::PgNotificationStore::new(pool.clone()),
         ),
         Database::Sqlite(pool) => routes(
@@ -143,6 +162,7 @@ pub fn parts(
             tokens,
             fanout,
             audit,
+            runtime,
             store::sqlite::SqliteNotificationStore::new(pool.clone()),
         ),
     };
@@ -163,14 +183,69 @@ struct Audit {
     notifier: Option<outbox::OutboxNotifier>,
 }
 
-fn routes<S: NotificationStore>(
+/// What the handlers and the worker are built with, from the section.
+struct Runtime {
+    sealer: webhook::SecretSealer,
+    client: webhook::client::WebhookClient,
+    escalation: escalation::EscalationPolicy,
+    worker: worker::WorkerSettings,
+}
+
+impl Runtime {
+    fn from_section(section: &NotificationSection) -> Result<Self, BoxError> {
+        let sealer = match &section.webhook_secret_key {
+            Some(key) => webhook::SecretSealer::from_base64(key)
+                .map_err(|e| format!("notification.webhook_secret_key: {e}"))?,
+            None => webhook::SecretSealer::unsealed(),
+        };
+        let timeout = section.delivery_timeout.get();
+        let client = webhook::client::WebhookClient::new(
+            section.webhook_ca_file.as_deref().map(std::path::Path::new),
+            timeout,
+        )?;
+        Ok(Self {
+            sealer,
+            client,
+            escalation: escalation::EscalationPolicy {
+                after: section.escalation_after.get(),
+                after_out_of_hours: section.escalation_after_out_of_hours.get(),
+                office_hours: section.office_hours()?,
+            },
+            worker: worker::WorkerSettings {
+                poll_interval: section.worker_poll_interval.get(),
+                backoff_base: section.delivery_backoff_base.get(),
+                backoff_cap: section.delivery_backoff_cap.get(),
+                max_age: section.delivery_max_age.get(),
+                // An attempt ends at the timeout, well before another worker may take the
+                // delivery over.
+                lease: timeout * 2 + std::time::Duration::from_secs(5),
+            },
+        })
+    }
+}
+
+fn routes<S: NotificationStore + WebhookStore>(
     ctx: &MeshContext,
     section: &NotificationSection,
     tokens: TokenVerifier,
     fanout: Arc<Fanout>,
     audit: Audit,
+    runtime: Runtime,
     store: S,
 ) -> Routes {
+    let waker = worker::WorkerWaker::default();
+    tokio::spawn(
+        worker::Worker {
+            store: store.clone(),
+            client: runtime.client,
+            sealer: runtime.sealer.clone(),
+            fanout: fanout.clone(),
+            settings: runtime.worker,
+            waker: waker.clone(),
+            shutdown: ctx.shutdown.clone(),
+        }
+        .run(),
+    );
     Routes::new(NotificationServiceServer::new(api::NotificationApi {
         store,
         tokens,
@@ -180,6 +255,10 @@ fn routes<S: NotificationStore>(
         shutdown: ctx.shutdown.clone(),
         outbox: audit.outbox,
         outbox_notifier: audit.notifier,
+        sealer: runtime.sealer,
+        escalation: runtime.escalation,
+        fold_window_us: i64::try_from(section.fold_window.get().as_micros()).unwrap_or(i64::MAX),
+        worker: waker,
     }))
 }
 

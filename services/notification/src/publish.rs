@@ -3,7 +3,8 @@
 use cpis_mesh::FieldViolation;
 use cpis_proto::common::NhsNumber;
 use cpis_proto::notification::{
-    Notification, NotificationEvent, NotificationKind, notification, notification_event,
+    AttendanceNotice, Notification, NotificationEvent, NotificationKind, notification,
+    notification_event,
 };
 use prost::Message;
 use uuid::Uuid;
@@ -136,12 +137,39 @@ pub(crate) fn notification_of(
         acknowledgement: None,
         cursor: String::new(),
     };
+    let fold_key = match &body.payload {
+        Some(notification::Payload::Attendance(a)) => Some(fold_key(a)),
+        _ => None,
+    };
     Some(NewNotification {
         notification_id,
-        event_id,
+        event_id: Some(event_id),
         authority: authority.into_string(),
         kind: kind as i32,
         body: body.encode_to_vec(),
         occur_time_us: micros(&occur),
+        fold_key,
+        escalate_at_us: None,
     })
+}
+
+/// What repeated attendances of the same child at the same setting share: a SHA-256 of
+/// the NHS number and the setting (organisation, site, type), so the key column holds no
+/// NHS number in clear.
+fn fold_key(a: &AttendanceNotice) -> String {
+    let setting = a.care_setting.as_ref();
+    let text = format!(
+        "{}|{}|{}|{}",
+        a.nhs_number.as_ref().map_or("", |n| n.value.as_str()),
+        setting
+            .and_then(|s| s.organisation.as_ref())
+            .map_or("", |o| o.value.as_str()),
+        setting.map_or("", |s| s.site.as_str()),
+        setting.map_or(0, |s| s.setting_type),
+    );
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

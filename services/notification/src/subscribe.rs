@@ -3,7 +3,9 @@
 //! The stream tracks one number, the inbox place it has reached. Backlog and live events
 //! are both read "after that place", and a live event is taken as it comes only when it is
 //! the very next place; anything else (a gap, a lag, a lost Redis message) is read from the
-//! database. So the seam has neither a gap nor a duplicate. At every keep-alive the stream
+//! database. So the seam has neither a gap nor a duplicate. A folded repeat is announced
+//! again with its place and a higher count: a stream that has passed that place sends it
+//! again (receivers keep the latest by id). At every keep-alive the stream
 //! also reads the database, which bounds how late a notification whose fan-out was lost
 //! can be.
 
@@ -96,6 +98,17 @@ impl<S: NotificationStore> Stream<S> {
             return Ok(false);
         };
         if seq <= self.after {
+            // A notification already sent that a repeated attendance was folded into
+            // (only folds are announced again): sent again, with its new count.
+            if n.occurrence_count > 1 && (self.kinds.is_empty() || self.kinds.contains(&n.kind)) {
+                let message = SubscribeResponse {
+                    event: Some(subscribe_response::Event::Notification(
+                        Arc::unwrap_or_clone(n),
+                    )),
+                };
+                tx.send(Ok(message)).await.map_err(|_| End::Gone)?;
+                return Ok(true);
+            }
             Ok(false)
         } else if seq == self.after + 1 {
             self.send(tx, Arc::unwrap_or_clone(n), seq)
@@ -195,15 +208,17 @@ mod tests {
                 };
                 NewNotification {
                     notification_id: Uuid::now_v7(),
-                    event_id: Uuid::now_v7(),
+                    event_id: Some(Uuid::now_v7()),
                     authority: "E09000033".into(),
                     kind: 1,
                     body: body.encode_to_vec(),
                     occur_time_us: 0,
+                    fold_key: None,
+                    escalate_at_us: None,
                 }
             })
             .collect();
-        store.publish(new, 0).await.unwrap().stored
+        store.publish(new, 0, 0).await.unwrap().stored
     }
 
     fn places(rx: &mut mpsc::Receiver<Result<SubscribeResponse, Status>>) -> Vec<i64> {

@@ -235,6 +235,7 @@ async fn two_instances(redis: bool) -> (Harness, Harness) {
         redis: redis.then(|| (redis_url(), prefix)),
         // Long enough that the database poll at each keep-alive cannot deliver in time.
         keep_alive: Some(Duration::from_secs(30)),
+        ..Options::default()
     };
     let a = support::start_with(&db, options.clone(), None).await;
     let b = support::start_with(&db, options, Some(a.users.clone())).await;

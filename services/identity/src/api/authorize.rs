@@ -12,7 +12,7 @@ use tonic::metadata::MetadataMap;
 use super::IdentityState;
 use super::convert::{from_proto_activity, ods_field, proto_activity, proto_principal};
 use crate::audit::{AuditActor, timestamp};
-use crate::directory::Status;
+use crate::directory::{OrganisationKind, Status};
 use crate::error::IdentityError;
 
 /// A decision about a token, an activity and an organisation.
@@ -112,13 +112,26 @@ pub(crate) async fn current_activities(
     role: &str,
     organisation: &OdsCode,
 ) -> Result<Vec<Activity>, IdentityError> {
+    Ok(current_grant(state, role, organisation).await?.0)
+}
+
+/// What `role` grants at `organisation` today, and the organisation's kind (none when the
+/// role or the organisation is gone, and then nothing is granted).
+pub(crate) async fn current_grant(
+    state: &IdentityState,
+    role: &str,
+    organisation: &OdsCode,
+) -> Result<(Vec<Activity>, Option<OrganisationKind>), IdentityError> {
     let (Some(role), Some(org)) = (
         state.store.role(role).await?,
         state.store.organisation(organisation).await?,
     ) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
-    Ok(role.activities_at(org.kind).into_iter().collect())
+    Ok((
+        role.activities_at(org.kind).into_iter().collect(),
+        Some(org.kind),
+    ))
 }
 
 /// `Authorize`: the decision, with the reason for a denial.

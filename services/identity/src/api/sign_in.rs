@@ -1,7 +1,7 @@
 //! Sign-in (`IssueToken`) and the published keys (`GetSigningKeys`).
 
 use cpis_mesh::authz::Caller;
-use cpis_mesh::token::Claims;
+use cpis_mesh::token::{Claims, SessionClaims};
 use cpis_proto::audit::AuditEvent;
 use cpis_proto::audit::AuditOutcome;
 use cpis_proto::identity::{
@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tonic::Request;
 
 use super::IdentityState;
-use super::authorize::current_activities;
+use super::authorize::current_grant;
 use super::convert::{proto_activity, proto_principal};
 use crate::audit::{self, AuditActor, timestamp};
 use crate::directory::{RoleProfile, Status, normalise_username};
@@ -113,7 +113,7 @@ pub(crate) async fn issue_token(
         )
         .await;
     }
-    let activities = current_activities(state, &profile.role, &profile.organisation).await?;
+    let (activities, kind) = current_grant(state, &profile.role, &profile.organisation).await?;
 
     let now = OffsetDateTime::now_utc();
     let lifetime = time::Duration::try_from(state.token_lifetime).unwrap_or(time::Duration::MINUTE);
@@ -131,10 +131,19 @@ pub(crate) async fn issue_token(
         role: profile.role.clone(),
         act: activities.iter().map(|a| a.code().to_owned()).collect(),
     };
-    let token = state.keys.signer().sign(&claims);
+    // The organisation's kind travels as `ok`, so that a service can scope what a user of a
+    // local authority or of a health organisation sees without asking identity.
+    let organisation_kind = cpis_mesh::token::OrganisationKind::from_claim(
+        kind.map(crate::directory::OrganisationKind::code),
+    );
+    let token = state.keys.signer().sign_session(&SessionClaims {
+        claims: claims.clone(),
+        ok: organisation_kind.code().map(str::to_owned),
+    });
     let principal = cpis_mesh::token::Principal {
         user_id: user.user_id.clone(),
         organisation: profile.organisation.clone(),
+        organisation_kind,
         role_profile: profile.role_profile_id.clone(),
         role: profile.role.clone(),
         activities: activities.iter().copied().collect(),

@@ -10,7 +10,15 @@ use cpis_mesh::outbox::{NewOutboxEvent, OutboxError};
 use uuid::Uuid;
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+mod webhook_sql;
+mod webhooks;
+
+pub use webhooks::{
+    AttemptOutcome, AttemptQuery, ClaimedDelivery, DeliveryQuery, NewWebhook, StoredAttempt,
+    StoredDelivery, StoredWebhook, WebhookStore,
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +29,9 @@ pub enum StoreError {
     /// Some of the notifications asked for are not in the authority's inbox.
     #[error("no notification {0} in this authority's inbox")]
     NotFound(Uuid),
+    /// The webhook is not one of the authority's (registered) webhooks.
+    #[error("no webhook {0} registered by this authority")]
+    WebhookNotFound(Uuid),
     /// The outbox (audit events) failed.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
@@ -31,8 +42,8 @@ pub enum StoreError {
 pub struct NewNotification {
     /// The id the service gave it.
     pub notification_id: Uuid,
-    /// The producer's event id (the idempotency key).
-    pub event_id: Uuid,
+    /// The producer's event id (the idempotency key); None for an escalation.
+    pub event_id: Option<Uuid>,
     /// The authority whose inbox receives it.
     pub authority: String,
     /// `NotificationKind` as a number.
@@ -41,6 +52,11 @@ pub struct NewNotification {
     pub body: Vec<u8>,
     /// When the event happened, microseconds since the epoch.
     pub occur_time_us: i64,
+    /// For an attendance: what repeated attendances of the same child at the same setting
+    /// share (folding); None for other kinds.
+    pub fold_key: Option<String>,
+    /// For an attendance: when it is escalated unless acknowledged first.
+    pub escalate_at_us: Option<i64>,
 }
 
 /// A notification as stored.
@@ -60,6 +76,12 @@ pub struct StoredNotification {
     pub body: Vec<u8>,
     /// When it was stored, microseconds.
     pub create_time_us: i64,
+    /// When the (first) event happened, microseconds.
+    pub occur_time_us: i64,
+    /// How many events it stands for (more than 1 when folded).
+    pub occurrence_count: i32,
+    /// When the latest folded event happened, microseconds; None when not folded.
+    pub last_occur_time_us: Option<i64>,
     /// When it was acknowledged, microseconds, and by whom (a prost-encoded `Principal`).
     pub acknowledgement: Option<(i64, Vec<u8>)>,
 }
@@ -67,8 +89,14 @@ pub struct StoredNotification {
 /// What a publish did.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
-    /// The notifications stored by this call, in the order given.
+    /// The notifications stored by this call, in the order given, as they were stored
+    /// (a later event of the batch may have been folded into one: see `folded`).
     pub stored: Vec<StoredNotification>,
+    /// The notifications a new event was folded into by this call, as they are after it
+    /// (once each, even when several events were folded into one).
+    pub folded: Vec<StoredNotification>,
+    /// How many events were folded into a notification instead of stored as one.
+    pub folded_events: usize,
     /// How many events were already stored (by event id) and ignored.
     pub duplicates: usize,
 }
@@ -91,11 +119,14 @@ pub struct InboxQuery {
 /// The inboxes' storage.
 pub trait NotificationStore: Clone + Send + Sync + 'static {
     /// Stores the notifications whose event id is new, all or nothing, each at the next
-    /// place of its authority's inbox; `now_us` is the create time.
+    /// place of its authority's inbox with a delivery to each of its webhooks; `now_us` is
+    /// the create time. An attendance whose fold key matches an unacknowledged notification
+    /// first occurring at most `fold_window_us` away is folded into it instead (0: never).
     fn publish(
         &self,
         notifications: Vec<NewNotification>,
         now_us: i64,
+        fold_window_us: i64,
     ) -> impl Future<Output = Result<Published, StoreError>> + Send;
 
     /// The authority's notifications matching `query`, in inbox order.
@@ -119,25 +150,47 @@ pub trait NotificationStore: Clone + Send + Sync + 'static {
 
     /// The place of the authority's latest notification (0 when its inbox is empty).
     fn last_seq(&self, authority: &str) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Up to `limit` attendance notifications due for escalation at `now_us`.
+    fn due_escalations(
+        &self,
+        now_us: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
+
+    /// Escalates notification `id` if it is still due and unacknowledged (an atomic
+    /// update: once, whichever replica comes first): stores `escalation(original)` in the
+    /// same inbox, with deliveries to the authority's escalation webhooks, and returns it.
+    fn escalate<F>(
+        &self,
+        id: Uuid,
+        now_us: i64,
+        escalation: F,
+    ) -> impl Future<Output = Result<Option<StoredNotification>, StoreError>> + Send
+    where
+        F: FnOnce(&StoredNotification) -> Option<NewNotification> + Send;
 }
 
 /// Stores one notification at the next place of its authority's inbox, unless its event id
 /// is known; the same text in both dialects. Binds: authority, notification id, event id,
-/// kind, body, occur time, create time.
+/// kind, body, occur time, create time, fold key, escalation time.
 pub(crate) const INSERT: &str = "INSERT INTO notifications \
-     (authority, seq, notification_id, event_id, kind, body, occur_time_us, create_time_us) \
-     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 \
+     (authority, seq, notification_id, event_id, kind, body, occur_time_us, create_time_us, \
+      fold_key, escalate_at_us) \
+     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9 \
      FROM notifications WHERE authority = $1 \
      ON CONFLICT (event_id) DO NOTHING \
      RETURNING seq";
 
 /// The columns every read returns, in [`StoredNotification`] order.
 pub(crate) const COLUMNS: &str = "authority, seq, notification_id, event_id, kind, body, \
-     create_time_us, acknowledge_time_us, acknowledged_by";
+     create_time_us, acknowledge_time_us, acknowledged_by, occur_time_us, occurrence_count, \
+     last_occur_time_us";
 
-/// Acknowledges one notification unless it was already. Binds: time, who, authority, id.
+/// Acknowledges one notification unless it was already (and so ends its wait for
+/// escalation). Binds: time, who, authority, id.
 pub(crate) const ACKNOWLEDGE: &str = "UPDATE notifications \
-     SET acknowledge_time_us = $1, acknowledged_by = $2 \
+     SET acknowledge_time_us = $1, acknowledged_by = $2, escalate_at_us = NULL \
      WHERE authority = $3 AND notification_id = $4 AND acknowledge_time_us IS NULL";
 
 /// The `SELECT` of [`NotificationStore::list`], the same text in both dialects.
@@ -186,6 +239,9 @@ macro_rules! decode_row {
             body: row.try_get(5)?,
             create_time_us: row.try_get(6)?,
             acknowledgement: acknowledge_time.zip(acknowledged_by),
+            occur_time_us: row.try_get(9)?,
+            occurrence_count: row.try_get(10)?,
+            last_occur_time_us: row.try_get(11)?,
         })
     }};
 }

@@ -1,9 +1,10 @@
-//! The inboxes in Postgres. Publishers of one authority take turns through a
-//! transaction-scoped advisory lock, so an authority's sequence numbers commit in order.
+//! The inboxes in Postgres. Publishers (and escalations) of one authority take turns
+//! through a transaction-scoped advisory lock, so an authority's sequence numbers commit in
+//! order; workers lease deliveries with `FOR UPDATE SKIP LOCKED`.
 
 use cpis_mesh::outbox::{NewOutboxEvent, enqueue_postgres};
+use sqlx::Postgres;
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -24,6 +25,14 @@ impl PgNotificationStore {
     }
 }
 
+/// Leases due deliveries: a concurrent claim skips the rows this one locks, then sees the
+/// lease. Binds: worker, lease end, now, limit.
+const CLAIM: &str = "UPDATE webhook_deliveries SET claimed_by = $1, claimed_until_us = $2 \
+     WHERE delivery_id IN (SELECT delivery_id FROM webhook_deliveries WHERE state = 1 \
+       AND next_attempt_us <= $3 AND (claimed_until_us IS NULL OR claimed_until_us <= $3) \
+       ORDER BY next_attempt_us LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING {COLUMNS}";
+
 /// The advisory lock key of an authority's inbox: FNV-1a, stable across processes and
 /// releases (unlike the standard library's hasher).
 fn lock_key(authority: &str) -> i64 {
@@ -38,117 +47,27 @@ fn lock_key(authority: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-async fn read(
-    tx: &mut Transaction<'_, Postgres>,
-    authority: &str,
-    id: Uuid,
-) -> Result<Option<StoredNotification>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE authority = $1 AND notification_id = $2"
-    ))
-    .bind(authority)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|row| decode_row!(&row)).transpose()?)
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin().await
 }
 
-impl NotificationStore for PgNotificationStore {
-    async fn publish(
-        &self,
-        notifications: Vec<NewNotification>,
-        now_us: i64,
-    ) -> Result<Published, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Locks in one order (sorted, deduplicated), so two batches never deadlock.
-        let mut keys: Vec<i64> = notifications
-            .iter()
-            .map(|n| lock_key(&n.authority))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut published = Published::default();
-        for n in notifications {
-            let seq: Option<i64> = sqlx::query_scalar(INSERT)
-                .bind(&n.authority)
-                .bind(n.notification_id)
-                .bind(n.event_id)
-                .bind(n.kind)
-                .bind(&n.body)
-                .bind(n.occur_time_us)
-                .bind(now_us)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match seq {
-                Some(seq) => published.stored.push(StoredNotification {
-                    authority: n.authority,
-                    seq,
-                    notification_id: n.notification_id,
-                    event_id: Some(n.event_id),
-                    kind: n.kind,
-                    body: n.body,
-                    create_time_us: now_us,
-                    acknowledgement: None,
-                }),
-                None => published.duplicates += 1,
-            }
-        }
-        tx.commit().await?;
-        Ok(published)
-    }
-
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<StoredNotification>, StoreError> {
-        let rows = list_query::<Postgres>(query)
-            .build()
-            .fetch_all(&self.pool)
+/// Takes the authorities' turns, in one order (sorted, deduplicated) so that two
+/// transactions never deadlock.
+async fn lock_authorities(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    authorities: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut keys: Vec<i64> = authorities.iter().map(|a| lock_key(a)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut **tx)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| decode_row!(row))
-            .collect::<Result<_, _>>()?)
     }
-
-    async fn acknowledge(
-        &self,
-        authority: &str,
-        ids: &[Uuid],
-        acknowledged_by: &[u8],
-        now_us: i64,
-        audit: &[NewOutboxEvent],
-    ) -> Result<Vec<StoredNotification>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut acknowledged = Vec::with_capacity(ids.len());
-        for id in ids {
-            sqlx::query(ACKNOWLEDGE)
-                .bind(now_us)
-                .bind(acknowledged_by)
-                .bind(authority)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
-            match read(&mut tx, authority, *id).await? {
-                Some(n) => acknowledged.push(n),
-                // Dropping the transaction rolls every acknowledgement back.
-                None => return Err(StoreError::NotFound(*id)),
-            }
-        }
-        enqueue_postgres(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(acknowledged)
-    }
-
-    async fn last_seq(&self, authority: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) FROM notifications WHERE authority = $1",
-        )
-        .bind(authority)
-        .fetch_one(&self.pool)
-        .await?)
-    }
+    Ok(())
 }
+
+super::sql::impl_store!(PgNotificationStore, Postgres, enqueue_postgres);
+super::webhook_sql::impl_webhook_store!(PgNotificationStore, Postgres, enqueue_postgres);

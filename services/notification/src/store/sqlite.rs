@@ -1,10 +1,11 @@
 //! The inboxes in SQLite, the embedded default on one machine. SQLite has one writer at a
-//! time and each insert takes the next place in the statement that writes it, so an
-//! authority's sequence numbers commit in order without a lock of our own.
+//! time: a transaction that reads before it writes begins with `BEGIN IMMEDIATE`, so it
+//! holds the write lock throughout; an authority's sequence numbers then commit in order,
+//! and a claim (one statement) cannot interleave with another, without locks of our own.
 
 use cpis_mesh::outbox::{NewOutboxEvent, enqueue_sqlite};
+use sqlx::Sqlite;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -25,104 +26,24 @@ impl SqliteNotificationStore {
     }
 }
 
-async fn read(
-    tx: &mut Transaction<'_, Sqlite>,
-    authority: &str,
-    id: Uuid,
-) -> Result<Option<StoredNotification>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE authority = $1 AND notification_id = $2"
-    ))
-    .bind(authority)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|row| decode_row!(&row)).transpose()?)
+/// Leases due deliveries in one write statement. Binds: worker, lease end, now, limit.
+const CLAIM: &str = "UPDATE webhook_deliveries SET claimed_by = $1, claimed_until_us = $2 \
+     WHERE delivery_id IN (SELECT delivery_id FROM webhook_deliveries WHERE state = 1 \
+       AND next_attempt_us <= $3 AND (claimed_until_us IS NULL OR claimed_until_us <= $3) \
+       ORDER BY next_attempt_us LIMIT $4) \
+     RETURNING {COLUMNS}";
+
+async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
-impl NotificationStore for SqliteNotificationStore {
-    async fn publish(
-        &self,
-        notifications: Vec<NewNotification>,
-        now_us: i64,
-    ) -> Result<Published, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut published = Published::default();
-        for n in notifications {
-            let seq: Option<i64> = sqlx::query_scalar(INSERT)
-                .bind(&n.authority)
-                .bind(n.notification_id)
-                .bind(n.event_id)
-                .bind(n.kind)
-                .bind(&n.body)
-                .bind(n.occur_time_us)
-                .bind(now_us)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match seq {
-                Some(seq) => published.stored.push(StoredNotification {
-                    authority: n.authority,
-                    seq,
-                    notification_id: n.notification_id,
-                    event_id: Some(n.event_id),
-                    kind: n.kind,
-                    body: n.body,
-                    create_time_us: now_us,
-                    acknowledgement: None,
-                }),
-                None => published.duplicates += 1,
-            }
-        }
-        tx.commit().await?;
-        Ok(published)
-    }
-
-    async fn list(&self, query: &InboxQuery) -> Result<Vec<StoredNotification>, StoreError> {
-        let rows = list_query::<Sqlite>(query)
-            .build()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| decode_row!(row))
-            .collect::<Result<_, _>>()?)
-    }
-
-    async fn acknowledge(
-        &self,
-        authority: &str,
-        ids: &[Uuid],
-        acknowledged_by: &[u8],
-        now_us: i64,
-        audit: &[NewOutboxEvent],
-    ) -> Result<Vec<StoredNotification>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut acknowledged = Vec::with_capacity(ids.len());
-        for id in ids {
-            sqlx::query(ACKNOWLEDGE)
-                .bind(now_us)
-                .bind(acknowledged_by)
-                .bind(authority)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
-            match read(&mut tx, authority, *id).await? {
-                Some(n) => acknowledged.push(n),
-                // Dropping the transaction rolls every acknowledgement back.
-                None => return Err(StoreError::NotFound(*id)),
-            }
-        }
-        enqueue_sqlite(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(acknowledged)
-    }
-
-    async fn last_seq(&self, authority: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) FROM notifications WHERE authority = $1",
-        )
-        .bind(authority)
-        .fetch_one(&self.pool)
-        .await?)
-    }
+/// Nothing to take: `BEGIN IMMEDIATE` already holds the one write lock.
+async fn lock_authorities(
+    _: &mut sqlx::Transaction<'_, Sqlite>,
+    _: &[&str],
+) -> Result<(), sqlx::Error> {
+    Ok(())
 }
+
+super::sql::impl_store!(SqliteNotificationStore, Sqlite, enqueue_sqlite);
+super::webhook_sql::impl_webhook_store!(SqliteNotificationStore, Sqlite, enqueue_sqlite);

@@ -6,10 +6,13 @@
     reason = "each test binary uses a part of the support"
 )]
 
+pub mod receiver;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use cpis_mesh::client::{ChannelSettings, MeshChannel};
+use cpis_mesh::config::ServiceSection;
 use cpis_mesh::db::{Database, DatabaseSettings};
 use cpis_mesh::duration::HumanDuration;
 use cpis_mesh::metrics::Metrics;
@@ -33,13 +36,19 @@ pub const AUTHORITY: &str = "E09000033";
 /// Another local authority.
 pub const OTHER_AUTHORITY: &str = "E08000025";
 
-/// How a harness fans out live notifications.
-#[derive(Debug, Clone, Default)]
+/// Changes a harness makes to its configuration section.
+pub type Configure = Arc<dyn Fn(&mut NotificationSection) + Send + Sync>;
+
+/// How a harness fans out live notifications, and its other settings.
+#[derive(Clone, Default)]
 pub struct Options {
     /// Redis URL and channel prefix; None: in process.
     pub redis: Option<(String, String)>,
     /// The keep-alive interval (default 15 s).
     pub keep_alive: Option<Duration>,
+    /// Any other change to the section (after the harness's own: folding off, a short
+    /// worker poll).
+    pub configure: Option<Configure>,
 }
 
 /// A running notification service.
@@ -93,6 +102,14 @@ pub async fn start_with(
     if let Some(keep_alive) = options.keep_alive {
         section.keep_alive = HumanDuration::from(keep_alive);
     }
+    // The inbox tests publish the same child at the same setting again and again: folding
+    // is tested on its own.
+    section.fold_window = HumanDuration::from_secs(0);
+    section.worker_poll_interval = HumanDuration::from_millis(50);
+    if let Some(configure) = &options.configure {
+        configure(&mut section);
+    }
+    section.validate().unwrap();
     let fanout = cpis_notification::fanout(&ctx, &section).await.unwrap();
     let parts = cpis_notification::parts(&ctx, &section, &db, tokens, fanout).unwrap();
     let server = cpis_mesh::start(&ctx, parts).await.unwrap();

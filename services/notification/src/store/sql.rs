@@ -1,0 +1,299 @@
+//! The inbox statements both stores share, written once: `impl_store!` expands them for a
+//! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides `begin` (a transaction that may write),
+//! `lock_authorities` (publishers and escalations of one authority take turns) and `CLAIM`
+//! (leasing due deliveries without two workers taking the same one).
+
+/// Whether an event id was seen before (stored or folded). Binds: event id.
+pub(crate) const SEEN: &str = "SELECT 1 FROM notifications WHERE event_id = $1 \
+     UNION ALL SELECT 1 FROM folded_events WHERE event_id = $1 LIMIT 1";
+
+/// The webhooks a notification of a kind goes to: escalations only to those flagged for
+/// them. Binds: authority, whether the kind is not an escalation.
+pub(crate) const WEBHOOKS_FOR: &str = "SELECT webhook_id FROM webhooks \
+     WHERE authority = $1 AND unregister_time_us IS NULL AND (escalation OR $2) \
+     ORDER BY webhook_id";
+
+/// A pending delivery. Binds: delivery id, authority, webhook id, notification id, now.
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries \
+     (delivery_id, authority, webhook_id, notification_id, state, create_time_us, \
+      next_attempt_us) VALUES ($1, $2, $3, $4, 1, $5, $5)";
+
+/// Expands the inbox part of a store for `$db` (`Postgres` or `Sqlite`): helpers on a
+/// transaction (`read`, `insert`, `fold`) and [`NotificationStore`](super::NotificationStore).
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $enqueue:path) => {
+        use $crate::store::sql::{INSERT_DELIVERY, SEEN, WEBHOOKS_FOR};
+
+        async fn read(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            authority: &str,
+            id: Uuid,
+        ) -> Result<Option<StoredNotification>, StoreError> {
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM notifications WHERE authority = $1 AND notification_id = $2"
+            ))
+            .bind(authority)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(row.map(|row| decode_row!(&row)).transpose()?)
+        }
+
+        /// Stores `n` at the next place of its inbox with a delivery to each of its
+        /// authority's webhooks.
+        async fn insert(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            n: NewNotification,
+            now_us: i64,
+        ) -> Result<Option<StoredNotification>, StoreError> {
+            let seq: Option<i64> = sqlx::query_scalar(INSERT)
+                .bind(&n.authority)
+                .bind(n.notification_id)
+                .bind(n.event_id)
+                .bind(n.kind)
+                .bind(&n.body)
+                .bind(n.occur_time_us)
+                .bind(now_us)
+                .bind(&n.fold_key)
+                .bind(n.escalate_at_us)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let Some(seq) = seq else { return Ok(None) };
+            let escalation = cpis_proto::notification::NotificationKind::Escalation as i32;
+            let hooks: Vec<Uuid> = sqlx::query_scalar(WEBHOOKS_FOR)
+                .bind(&n.authority)
+                .bind(n.kind != escalation)
+                .fetch_all(&mut **tx)
+                .await?;
+            for hook in hooks {
+                sqlx::query(INSERT_DELIVERY)
+                    .bind(Uuid::now_v7())
+                    .bind(&n.authority)
+                    .bind(hook)
+                    .bind(n.notification_id)
+                    .bind(now_us)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(Some(StoredNotification {
+                authority: n.authority,
+                seq,
+                notification_id: n.notification_id,
+                event_id: n.event_id,
+                kind: n.kind,
+                body: n.body,
+                create_time_us: now_us,
+                acknowledgement: None,
+                occur_time_us: n.occur_time_us,
+                occurrence_count: 1,
+                last_occur_time_us: None,
+            }))
+        }
+
+        /// Folds `n` into an open notification with its fold key first occurring within
+        /// the window, if there is one; the notification as it is after.
+        async fn fold(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            n: &NewNotification,
+            fold_window_us: i64,
+        ) -> Result<Option<StoredNotification>, StoreError> {
+            let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
+                return Ok(None);
+            };
+            if fold_window_us <= 0 {
+                return Ok(None);
+            }
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM notifications WHERE authority = $1 AND fold_key = $2 \
+                 AND acknowledge_time_us IS NULL AND occur_time_us >= $3 \
+                 AND occur_time_us <= $4 ORDER BY seq DESC LIMIT 1"
+            ))
+            .bind(&n.authority)
+            .bind(key)
+            .bind(n.occur_time_us.saturating_sub(fold_window_us))
+            .bind(n.occur_time_us.saturating_add(fold_window_us))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(open) = row.map(|row| decode_row!(&row)).transpose()? else {
+                return Ok(None);
+            };
+            let last = open
+                .last_occur_time_us
+                .unwrap_or(open.occur_time_us)
+                .max(n.occur_time_us);
+            sqlx::query(
+                "UPDATE notifications SET occurrence_count = occurrence_count + 1, \
+                 last_occur_time_us = $1 WHERE notification_id = $2",
+            )
+            .bind(last)
+            .bind(open.notification_id)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("INSERT INTO folded_events (event_id, notification_id) VALUES ($1, $2)")
+                .bind(event_id)
+                .bind(open.notification_id)
+                .execute(&mut **tx)
+                .await?;
+            read(tx, &n.authority, open.notification_id).await
+        }
+
+        impl NotificationStore for $store {
+            async fn publish(
+                &self,
+                notifications: Vec<NewNotification>,
+                now_us: i64,
+                fold_window_us: i64,
+            ) -> Result<Published, StoreError> {
+                let mut tx = begin(&self.pool).await?;
+                let authorities: Vec<&str> =
+                    notifications.iter().map(|n| n.authority.as_str()).collect();
+                lock_authorities(&mut tx, &authorities).await?;
+                let mut published = Published::default();
+                for n in notifications {
+                    if let Some(event_id) = n.event_id {
+                        let seen: Option<i32> = sqlx::query_scalar(SEEN)
+                            .bind(event_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if seen.is_some() {
+                            published.duplicates += 1;
+                            continue;
+                        }
+                    }
+                    if let Some(folded) = fold(&mut tx, &n, fold_window_us).await? {
+                        published.folded_events += 1;
+                        // A notification folded into twice in one batch is announced
+                        // once, as it ends up.
+                        published
+                            .folded
+                            .retain(|f| f.notification_id != folded.notification_id);
+                        published.folded.push(folded);
+                        continue;
+                    }
+                    match insert(&mut tx, n, now_us).await? {
+                        Some(stored) => published.stored.push(stored),
+                        None => published.duplicates += 1,
+                    }
+                }
+                tx.commit().await?;
+                Ok(published)
+            }
+
+            async fn list(
+                &self,
+                query: &InboxQuery,
+            ) -> Result<Vec<StoredNotification>, StoreError> {
+                let rows = list_query::<$db>(query)
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| decode_row!(row))
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn acknowledge(
+                &self,
+                authority: &str,
+                ids: &[Uuid],
+                acknowledged_by: &[u8],
+                now_us: i64,
+                audit: &[NewOutboxEvent],
+            ) -> Result<Vec<StoredNotification>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut acknowledged = Vec::with_capacity(ids.len());
+                for id in ids {
+                    sqlx::query(ACKNOWLEDGE)
+                        .bind(now_us)
+                        .bind(acknowledged_by)
+                        .bind(authority)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await?;
+                    match read(&mut tx, authority, *id).await? {
+                        Some(n) => acknowledged.push(n),
+                        // Dropping the transaction rolls every acknowledgement back.
+                        None => return Err(StoreError::NotFound(*id)),
+                    }
+                }
+                $enqueue(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(acknowledged)
+            }
+
+            async fn last_seq(&self, authority: &str) -> Result<i64, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(seq), 0) FROM notifications WHERE authority = $1",
+                )
+                .bind(authority)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn due_escalations(
+                &self,
+                now_us: i64,
+                limit: u32,
+            ) -> Result<Vec<Uuid>, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT notification_id FROM notifications WHERE escalate_at_us IS NOT NULL \
+                     AND escalate_at_us <= $1 AND acknowledge_time_us IS NULL \
+                     ORDER BY escalate_at_us LIMIT $2",
+                )
+                .bind(now_us)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn escalate<F>(
+                &self,
+                id: Uuid,
+                now_us: i64,
+                escalation: F,
+            ) -> Result<Option<StoredNotification>, StoreError>
+            where
+                F: FnOnce(&StoredNotification) -> Option<NewNotification> + Send,
+            {
+                let mut tx = begin(&self.pool).await?;
+                let authority: Option<String> = sqlx::query_scalar(
+                    "SELECT authority FROM notifications WHERE notification_id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(authority) = authority else {
+                    return Ok(None);
+                };
+                lock_authorities(&mut tx, &[authority.as_str()]).await?;
+                // The claim: whichever replica clears the due time first escalates.
+                let claimed = sqlx::query(
+                    "UPDATE notifications SET escalate_at_us = NULL WHERE notification_id = $1 \
+                     AND escalate_at_us IS NOT NULL AND escalate_at_us <= $2 \
+                     AND acknowledge_time_us IS NULL",
+                )
+                .bind(id)
+                .bind(now_us)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok(None);
+                }
+                let Some(original) = read(&mut tx, &authority, id).await? else {
+                    return Ok(None);
+                };
+                let Some(new) = escalation(&original) else {
+                    // Not escalable (undecodable): the claim stands, nothing is stored.
+                    tx.commit().await?;
+                    return Ok(None);
+                };
+                let stored = insert(&mut tx, new, now_us).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+        }
+    };
+}
+pub(crate) use impl_store;
