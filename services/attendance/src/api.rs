@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cpis_domain::RetentionPolicy;
 use cpis_mesh::client::MeshChannel;
+use cpis_mesh::deadline::Deadline;
 use cpis_mesh::nhs_hash::NhsHasher;
 use cpis_mesh::outbox::OutboxNotifier;
 use cpis_mesh::token::TokenVerifier;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::convert::{date, now_us, principal, timestamp};
 use crate::error::FlagsError;
 use crate::events;
+use crate::retention;
 use crate::store::{self, AttendanceStore, NewAttendance, Recording, RequestKey, StoreError};
 use crate::validate::{self, Check};
 
@@ -76,14 +78,38 @@ fn domain_state(state: i32) -> Option<cpis_domain::FlagState> {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// What a check keeps of its caller's deadline after asking the flag registry: time to
+/// write the attendance and answer, so that the caller hears UNAVAILABLE (with the
+/// clinician's message) rather than its own DEADLINE_EXCEEDED.
+pub const FLAGS_MARGIN: Duration = Duration::from_millis(100);
+
+/// How long a check may wait for the flag registry: the configured `flags_deadline`, or
+/// less when the caller's deadline (`remaining`) ends sooner: what is left of it minus
+/// [`FLAGS_MARGIN`], or a fifth of it when that is smaller, so that a short deadline still
+/// leaves room to answer. Zero: no time to ask.
+pub fn flags_budget(flags_deadline: Duration, remaining: Option<Duration>) -> Duration {
+    match remaining {
+        Some(left) => {
+            let margin = FLAGS_MARGIN.min(left / 5);
+            flags_deadline.min(left.saturating_sub(margin))
+        }
+        None => flags_deadline,
+    }
+}
+
 impl<S: AttendanceStore> AttendanceApi<S> {
-    /// The child's flags from the flag registry (history included), within the deadline,
-    /// asked on behalf of the user whose token is forwarded.
+    /// The child's flags from the flag registry (history included), within `budget` (see
+    /// [`flags_budget`]), asked on behalf of the user whose token is forwarded.
     async fn flags_of(
         &self,
         check: &Check,
         authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+        budget: Duration,
     ) -> Result<Vec<common::Flag>, FlagsError> {
+        if budget.is_zero() {
+            // The caller's deadline leaves no time to ask: answering now is all it can use.
+            return Err(FlagsError::Timeout(budget));
+        }
         let mut request = Request::new(GetFlagsRequest {
             nhs_number: Some(common::NhsNumber {
                 value: check.nhs_number.as_str().to_owned(),
@@ -93,11 +119,11 @@ impl<S: AttendanceStore> AttendanceApi<S> {
         if let Some(token) = authorization {
             request.metadata_mut().insert("authorization", token);
         }
-        request.set_timeout(self.flags_deadline);
+        request.set_timeout(budget);
         let mut client = self.flags.clone();
-        let answer = tokio::time::timeout(self.flags_deadline, client.get_flags(request))
+        let answer = tokio::time::timeout(budget, client.get_flags(request))
             .await
-            .map_err(|_| FlagsError::Timeout(self.flags_deadline))??;
+            .map_err(|_| FlagsError::Timeout(budget))??;
         Ok(answer.into_inner().flags)
     }
 
@@ -133,7 +159,14 @@ impl<S: AttendanceStore> AttendanceApi<S> {
             return Ok(answer);
         }
 
-        let all_flags = self.flags_of(&check, authorization).await?;
+        let budget = flags_budget(
+            self.flags_deadline,
+            request
+                .extensions()
+                .get::<Deadline>()
+                .map(Deadline::remaining),
+        );
+        let all_flags = self.flags_of(&check, authorization, budget).await?;
         let shown: Vec<common::Flag> = all_flags
             .iter()
             .filter(|f| {
@@ -166,6 +199,15 @@ impl<S: AttendanceStore> AttendanceApi<S> {
                 })
             })
             .collect();
+        // Until when these flags keep the child's attendances (this one and earlier ones):
+        // the retention sweep deletes them afterwards.
+        let retain_until_us = retention::retained_until(
+            &self.retention,
+            retaining
+                .iter()
+                .filter_map(|f| Some((domain_state(f.state)?, f.end_date.as_ref().and_then(date)))),
+            now,
+        );
         let attendance = (!retaining.is_empty()).then(|| NewAttendance {
             attendance_id: Uuid::now_v7(),
             nhs_number: check.nhs_number.as_str().to_owned(),
@@ -185,6 +227,7 @@ impl<S: AttendanceStore> AttendanceApi<S> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            retain_until_us,
         });
         let attendance_id = attendance.as_ref().map(|a| a.attendance_id);
 
@@ -242,6 +285,7 @@ impl<S: AttendanceStore> AttendanceApi<S> {
             nhs_number: check.nhs_number.as_str(),
             recent: RECENT_ATTENDANCES,
             request: request_key.as_ref(),
+            retain_until_us,
         };
         let recent = match self
             .store
@@ -301,5 +345,22 @@ impl<S: AttendanceStore> AttendanceService for AttendanceApi<S> {
         request: Request<ListAttendancesRequest>,
     ) -> Reply<ListAttendancesResponse> {
         Ok(Response::new(self.list(request).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_budget_is_the_configured_deadline_or_less_when_the_caller_has_less() {
+        let ms = Duration::from_millis;
+        assert_eq!(flags_budget(ms(2000), None), ms(2000));
+        assert_eq!(flags_budget(ms(2000), Some(ms(30_000))), ms(2000));
+        // The caller's deadline minus the margin.
+        assert_eq!(flags_budget(ms(2000), Some(ms(1000))), ms(900));
+        // A short deadline keeps a fifth of itself to answer.
+        assert_eq!(flags_budget(ms(2000), Some(ms(400))), ms(320));
+        assert_eq!(flags_budget(ms(2000), Some(Duration::ZERO)), Duration::ZERO);
     }
 }

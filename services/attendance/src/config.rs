@@ -29,6 +29,11 @@ pub struct AttendanceSection {
     /// How long after a flag's end date the child's attendances are still kept (the
     /// retention rule: see `docs/api/attendance.md`).
     pub retention_history: Window,
+    /// How often the retention sweep deletes the attendances no flag retains any more.
+    pub retention_sweep_interval: HumanDuration,
+    /// How many attendances the sweep deletes per statement (one short transaction each).
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub retention_sweep_batch: u32,
 }
 
 impl Default for AttendanceSection {
@@ -42,6 +47,8 @@ impl Default for AttendanceSection {
             audit_address: "https://localhost:50055".to_owned(),
             notification_address: "https://localhost:50054".to_owned(),
             retention_history: RetentionPolicy::default().history,
+            retention_sweep_interval: HumanDuration::from_secs(3600),
+            retention_sweep_batch: 1000,
         }
     }
 }
@@ -62,6 +69,18 @@ impl ServiceSection for AttendanceSection {
         if self.flags_deadline.get().is_zero() {
             return Err(ConfigError::invalid(
                 "attendance.flags_deadline",
+                "must be more than 0",
+            ));
+        }
+        if self.retention_sweep_interval.get().is_zero() {
+            return Err(ConfigError::invalid(
+                "attendance.retention_sweep_interval",
+                "must be more than 0",
+            ));
+        }
+        if self.retention_sweep_batch == 0 {
+            return Err(ConfigError::invalid(
+                "attendance.retention_sweep_batch",
                 "must be more than 0",
             ));
         }
@@ -96,8 +115,15 @@ mod tests {
         let section = load(&[
             ("CPIS_ATTENDANCE_FLAGS_DEADLINE", "750ms"),
             ("CPIS_ATTENDANCE_RETENTION_HISTORY", "730 days"),
+            ("CPIS_ATTENDANCE_RETENTION_SWEEP_INTERVAL", "10m"),
+            ("CPIS_ATTENDANCE_RETENTION_SWEEP_BATCH", "250"),
         ])
         .unwrap();
+        assert_eq!(
+            section.retention_sweep_interval.get(),
+            std::time::Duration::from_secs(600)
+        );
+        assert_eq!(section.retention_sweep_batch, 250);
         assert_eq!(
             section.flags_deadline.get(),
             std::time::Duration::from_millis(750)
@@ -111,5 +137,7 @@ mod tests {
     fn a_zero_deadline_is_refused() {
         let error = load(&[("CPIS_ATTENDANCE_FLAGS_DEADLINE", "0s")]).unwrap_err();
         assert!(error.contains("flags_deadline"), "{error}");
+        let error = load(&[("CPIS_ATTENDANCE_RETENTION_SWEEP_BATCH", "0")]).unwrap_err();
+        assert!(error.contains("retention_sweep_batch"), "{error}");
     }
 }

@@ -4,7 +4,9 @@
 //!   store the attendance and its outbox events in one transaction, answer;
 //! - [`store`]: Postgres or SQLite behind one trait, one set of queries;
 //! - [`events`]: the audit event of every check and the authorities' attendance notices,
-//!   shipped from the outbox by the mesh's relay.
+//!   shipped from the outbox by the mesh's relay;
+//! - [`retention`]: until when a child's attendances are kept, and the sweep deleting them
+//!   once no flag retains them.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ mod convert;
 mod error;
 pub mod events;
 mod list;
+pub mod retention;
 pub mod store;
 mod validate;
 
@@ -54,6 +57,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "check requests",
             sql: include_str!("../migrations/postgres/0003_check_requests.sql"),
         },
+        EmbeddedMigration {
+            version: 4,
+            description: "retention",
+            sql: include_str!("../migrations/postgres/0004_retention.sql"),
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -70,6 +78,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 3,
             description: "check requests",
             sql: include_str!("../migrations/sqlite/0003_check_requests.sql"),
+        },
+        EmbeddedMigration {
+            version: 4,
+            description: "retention",
+            sql: include_str!("../migrations/sqlite/0004_retention.sql"),
         },
     ],
 };
@@ -192,6 +205,13 @@ fn routes<S: AttendanceStore>(
     store: S,
 ) -> Routes {
     spawn_request_purge(store.clone(), ctx.shutdown.clone());
+    retention::RetentionSweep {
+        store: store.clone(),
+        batch: section.retention_sweep_batch,
+        interval: section.retention_sweep_interval.get(),
+        metrics: retention::SweepMetrics::register(&ctx.metrics),
+    }
+    .spawn(ctx.shutdown.clone());
     Routes::new(AttendanceServiceServer::new(api::AttendanceApi {
         store,
         tokens,

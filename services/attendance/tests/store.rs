@@ -64,6 +64,7 @@ fn attendance(number: &str, arrival_us: i64) -> NewAttendance {
         flag_current: true,
         record_us: arrival_us,
         authorities: vec!["E09000007".to_owned(), "E09000019".to_owned()],
+        retain_until_us: None,
     }
 }
 
@@ -129,6 +130,7 @@ async fn a_request_ids_answer_is_replayed_until_it_expires_and_is_purged(
         nhs_number: "9990000018",
         recent: 25,
         request: Some(&key),
+        retain_until_us: None,
     };
     let recent = store
         .check(recording, |recent| {

@@ -30,6 +30,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(reason) => ApiError::Aborted(reason),
+            StoreError::SequenceUsed => ApiError::Aborted(error.to_string()),
             StoreError::NotFound => ApiError::NotFound("no such flag of this authority".to_owned()),
             StoreError::Invalid(violations) => ApiError::InvalidArgument(
                 violations

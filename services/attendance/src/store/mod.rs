@@ -49,6 +49,10 @@ pub struct Recording<'a> {
     pub recent: i64,
     /// The request id, when the caller gave one.
     pub request: Option<&'a RequestKey>,
+    /// Until when the child's attendances (those stored before, and this one) are kept:
+    /// `None` while a flag without an end date retains them, now when none does any more
+    /// (see [`crate::retention`]).
+    pub retain_until_us: Option<i64>,
 }
 
 /// An attendance ready to store.
@@ -76,6 +80,9 @@ pub struct NewAttendance {
     pub record_us: i64,
     /// The authorities holding a flag on the child (each once).
     pub authorities: Vec<String>,
+    /// Until when it is kept (microseconds since the epoch); `None` while a flag without
+    /// an end date retains it.
+    pub retain_until_us: Option<i64>,
 }
 
 /// One of a child's attendances, as a check shows it: when, where, which setting type.
@@ -163,6 +170,15 @@ pub trait AttendanceStore: Clone + Send + Sync + 'static {
         expired_us: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Deletes at most `batch` attendances whose retention ended at or before `now_us`
+    /// (with their authorities); returns how many. Safe to run from several replicas at
+    /// once: each deletes what is still there, and none deletes anything twice.
+    fn sweep(
+        &self,
+        now_us: i64,
+        batch: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// The child's last `limit` attendances at any setting, newest arrival first.
     fn recent(
         &self,
@@ -179,8 +195,13 @@ pub trait AttendanceStore: Clone + Send + Sync + 'static {
 
 pub(crate) const INSERT_ATTENDANCE: &str = "INSERT INTO attendances \
     (attendance_id, nhs_number, organisation, site, setting_type, setting_name, arrival_us, \
-     practitioner, flag_current, record_us) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     practitioner, flag_current, record_us, retain_until_us) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+// Only rows whose retention changes are rewritten: a frequent attendee's check does not
+// rewrite every attendance it has. (`IS DISTINCT FROM` is NULL-safe on both databases.)
+pub(crate) const RETAIN_CHILD: &str = "UPDATE attendances SET retain_until_us = $2 \
+    WHERE nhs_number = $1 AND retain_until_us IS DISTINCT FROM $2";
 
 pub(crate) const INSERT_AUTHORITY: &str =
     "INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) VALUES ($1, $2, $3)";
@@ -278,6 +299,11 @@ macro_rules! check_in_transaction {
     ($pool:expr, $enqueue:path, $recording:expr, $answer:expr) => {{
         let r: $crate::store::Recording<'_> = $recording;
         let mut tx = $pool.begin().await?;
+        sqlx::query($crate::store::RETAIN_CHILD)
+            .bind(r.nhs_number)
+            .bind(r.retain_until_us)
+            .execute(&mut *tx)
+            .await?;
         if let Some(attendance) = r.attendance {
             $crate::store::insert_attendance!(tx, attendance);
         }
@@ -348,6 +374,7 @@ macro_rules! insert_attendance {
             .bind(&a.practitioner)
             .bind(a.flag_current)
             .bind(a.record_us)
+            .bind(a.retain_until_us)
             .execute(&mut *$conn)
             .await?;
         for authority in &a.authorities {

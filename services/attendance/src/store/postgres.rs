@@ -9,6 +9,11 @@ use super::{
     insert_attendance, list_attendances, summary,
 };
 
+// Rows another replica's sweep holds are skipped, not waited for: that sweep deletes them.
+const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
+    (SELECT attendance_id FROM attendances WHERE retain_until_us <= $1 \
+     ORDER BY retain_until_us LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct PgAttendanceStore {
@@ -60,6 +65,16 @@ impl AttendanceStore for PgAttendanceStore {
     async fn purge_requests(&self, expired_us: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(PURGE_REQUESTS)
             .bind(expired_us)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn sweep(&self, now_us: i64, batch: i64) -> Result<u64, StoreError> {
+        // The attendance's authorities go with it (ON DELETE CASCADE).
+        let done = sqlx::query(SWEEP)
+            .bind(now_us)
+            .bind(batch)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())

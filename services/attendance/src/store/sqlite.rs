@@ -10,6 +10,11 @@ use super::{
     insert_attendance, list_attendances, summary,
 };
 
+// One writer at a time on SQLite: the batch is whatever is due when the sweep runs.
+const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
+    (SELECT attendance_id FROM attendances WHERE retain_until_us <= $1 \
+     ORDER BY retain_until_us LIMIT $2)";
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteAttendanceStore {
@@ -61,6 +66,16 @@ impl AttendanceStore for SqliteAttendanceStore {
     async fn purge_requests(&self, expired_us: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(PURGE_REQUESTS)
             .bind(expired_us)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn sweep(&self, now_us: i64, batch: i64) -> Result<u64, StoreError> {
+        // The attendance's authorities go with it (ON DELETE CASCADE).
+        let done = sqlx::query(SWEEP)
+            .bind(now_us)
+            .bind(batch)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())

@@ -59,6 +59,8 @@ pub enum Flags {
     Up,
     /// A listener that accepts connections and never answers.
     Hanging,
+    /// Nothing listening at its address: connections are refused at once.
+    Unreachable,
 }
 
 /// A running attendance service and flag registry.
@@ -126,6 +128,36 @@ pub async fn start_in(
     flags: Flags,
     sinks: Sinks,
 ) -> Mesh {
+    start_configured(pki, users, db_url, flags, sinks, |_| {}).await
+}
+
+/// Starts both services, attendance on `db_url` with its section changed by `configure`.
+pub async fn start_with_section(
+    db_url: &str,
+    flags: Flags,
+    configure: impl FnOnce(&mut AttendanceSection),
+) -> Mesh {
+    let users = Arc::new(TokenSigner::generate("users-1").unwrap().0);
+    start_configured(
+        TestPki::new(),
+        users,
+        db_url,
+        flags,
+        Sinks::default(),
+        configure,
+    )
+    .await
+}
+
+/// [`start_in`], attendance's section changed by `configure`.
+pub async fn start_configured(
+    pki: TestPki,
+    users: Arc<TokenSigner>,
+    db_url: &str,
+    flags: Flags,
+    sinks: Sinks,
+    configure: impl FnOnce(&mut AttendanceSection),
+) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let verifier = |ctx: &MeshContext| verifier(&users, ctx);
 
@@ -177,6 +209,14 @@ pub async fn start_in(
             );
             (None, Some(listener), address)
         }
+        Flags::Unreachable => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            (None, None, format!("https://localhost:{port}"))
+        }
     };
 
     let ctx = MeshContext::new(
@@ -186,7 +226,7 @@ pub async fn start_in(
     )
     .unwrap();
     let db = database(db_url, &cpis_attendance::MIGRATIONS).await;
-    let section = AttendanceSection {
+    let mut section = AttendanceSection {
         database_url: db_url.to_owned(),
         flags_url: flags_address,
         flags_deadline: cpis_mesh::duration::HumanDuration::from_millis(500),
@@ -195,6 +235,7 @@ pub async fn start_in(
         notification_address: sinks.notification,
         ..AttendanceSection::default()
     };
+    configure(&mut section);
     let parts = cpis_attendance::parts(&ctx, &section, &db, verifier(&ctx)).unwrap();
     let server = cpis_mesh::start(&ctx, parts).await.unwrap();
     Mesh {

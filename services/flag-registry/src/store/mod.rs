@@ -8,6 +8,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod upload_sql;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -64,6 +65,9 @@ pub enum StoreError {
     /// The stored version is not the one expected (or a concurrent write won).
     #[error("{0}")]
     Conflict(String),
+    /// The upload's sequence number was used by another upload of the authority.
+    #[error("the sequence number was used by another upload")]
+    SequenceUsed,
     /// No such flag of this authority.
     #[error("no such flag")]
     NotFound,
@@ -136,19 +140,15 @@ pub struct ListQuery {
 /// Builds the audit events of a write from the flag it wrote, inside its transaction.
 pub type AuditFor = Box<dyn FnOnce(&StoredFlag) -> Vec<AuditEvent> + Send>;
 
-/// An upload to apply, all or nothing.
-#[derive(Debug, Clone)]
-pub struct UploadChanges {
-    /// The uploading authority.
-    pub authority: OdsCode,
-    /// The flags to create or replace (valid, traced, under their current numbers).
+/// A chunk of an upload to write: the flags to create or replace (valid, traced, under
+/// their current numbers, each case reference once in the upload), and the events of the
+/// chunk (an audit event per child stored, notifications of changed numbers).
+#[derive(Debug, Clone, Default)]
+pub struct UploadChunk {
+    /// The flags to create or replace.
     pub upserts: Vec<FlagDetails>,
-    /// In snapshot mode: the end date of the authority's open flags the upload omits.
-    pub snapshot_end: Option<Date>,
-    /// Every case reference the upload holds (refused records included).
-    pub present: std::collections::HashSet<String>,
-    /// Who uploaded.
-    pub updated_by: String,
+    /// Audit and notification events written with them.
+    pub events: Vec<cpis_mesh::outbox::NewOutboxEvent>,
 }
 
 /// What applying an upload changed.
@@ -156,8 +156,33 @@ pub struct UploadChanges {
 pub struct UploadApplied {
     /// The flags ended because the snapshot omitted them.
     pub ended: Vec<StoredFlag>,
-    /// Every NHS number whose flags changed (for the cache).
+    /// The NHS numbers whose flags the snapshot endings changed (for the cache).
     pub touched: Vec<NhsNumber>,
+}
+
+/// An upload being applied: ONE database transaction, open from the first chunk to the
+/// commit, so that the records stream through it in chunks (memory bounded by a chunk, not
+/// the upload) and the upload still applies all or nothing. Dropped without
+/// [`commit`](UploadTransaction::commit), it rolls back.
+#[tonic::async_trait]
+pub trait UploadTransaction: Send {
+    /// Marks the case references of a chunk (every record, refused ones included) as
+    /// present in the upload; answers, in order, whether each is the first occurrence in the
+    /// whole upload.
+    async fn claim(&mut self, case_references: &[&str]) -> Result<Vec<bool>, StoreError>;
+
+    /// Writes a chunk: creates or replaces its flags (an identical flag is left as it is),
+    /// and enqueues its events. Answers the NHS numbers whose flags changed (for the cache).
+    async fn write(&mut self, chunk: UploadChunk) -> Result<Vec<NhsNumber>, StoreError>;
+
+    /// In snapshot mode (`snapshot_end` set), ends the authority's open flags whose case
+    /// reference no chunk claimed; then keeps the upload's record and commits. A sequence
+    /// number already used is [`StoreError::SequenceUsed`] and applies nothing.
+    async fn commit(
+        self: Box<Self>,
+        snapshot_end: Option<Date>,
+        finish: FinishUpload,
+    ) -> Result<UploadApplied, StoreError>;
 }
 
 /// An upload's report as kept: its id, the authority, the sequence number it used up
@@ -237,13 +262,12 @@ pub trait FlagStore: Send + Sync + fmt::Debug + 'static {
     /// Writes audit events of something that stored nothing (a read, a refusal).
     async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
 
-    /// Applies an upload and keeps its report, in one transaction. A sequence number
-    /// already used is a [`StoreError::Conflict`] and applies nothing.
-    async fn apply_upload(
+    /// Starts applying an upload of `authority` by `updated_by`.
+    async fn begin_upload(
         &self,
-        changes: UploadChanges,
-        finish: FinishUpload,
-    ) -> Result<UploadApplied, StoreError>;
+        authority: &OdsCode,
+        updated_by: &str,
+    ) -> Result<Box<dyn UploadTransaction>, StoreError>;
 
     /// Keeps the report of an upload that applied nothing.
     async fn save_upload(&self, record: UploadRecord) -> Result<(), StoreError>;
@@ -331,6 +355,31 @@ impl FlagRow {
             updated_at_us: micros(OffsetDateTime::now_utc()),
             updated_by: updated_by.to_owned(),
         }
+    }
+
+    /// Whether `other` holds the same flag (whatever its id, version and last change).
+    pub(crate) fn same_flag(&self, other: &Self) -> bool {
+        self.authority_code == other.authority_code
+            && self.authority_name == other.authority_name
+            && self.case_reference == other.case_reference
+            && self.nhs_number == other.nhs_number
+            && self.kind == other.kind
+            && self.legal_basis == other.legal_basis
+            && self.expected_delivery == other.expected_delivery
+            && self.start_date == other.start_date
+            && self.end_date == other.end_date
+            && self.delete_date == other.delete_date
+            && self.office_hours_phone == other.office_hours_phone
+            && self.emergency_duty_phone == other.emergency_duty_phone
+            && self.secure_email == other.secure_email
+    }
+
+    /// The NHS number the row is held on.
+    pub(crate) fn subject(&self) -> Result<NhsNumber, StoreError> {
+        NhsNumber::parse(&self.nhs_number).map_err(|e| StoreError::Corrupt {
+            flag_id: self.flag_id.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// The stored flag this row holds, checked by the domain's rules.

@@ -10,3 +10,5 @@ super::sql::flag_store!(
     "BEGIN",
     " FOR UPDATE"
 );
+
+super::upload_sql::upload_transaction!(sqlx::Postgres, " FOR UPDATE", true);

@@ -207,9 +207,7 @@ macro_rules! flag_store {
             match result {
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err($crate::store::StoreError::Conflict(
-                        "the sequence number was used by another upload".to_owned(),
-                    ));
+                    return Err($crate::store::StoreError::SequenceUsed);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -354,83 +352,24 @@ macro_rules! flag_store {
                 stored(rows)
             }
 
-            async fn apply_upload(
+            async fn begin_upload(
                 &self,
-                changes: $crate::store::UploadChanges,
-                finish: $crate::store::FinishUpload,
-            ) -> Result<$crate::store::UploadApplied, $crate::store::StoreError> {
-                use $crate::store::{FlagRow, UploadApplied};
+                authority: &cpis_domain::OdsCode,
+                updated_by: &str,
+            ) -> Result<Box<dyn $crate::store::UploadTransaction>, $crate::store::StoreError> {
                 let mut tx = self.begin().await?;
-                let authority = changes.authority.as_str();
-                // The authority's flags in one read (not one per record), locked.
-                let sql = format!(
-                    "SELECT {} FROM flags WHERE authority_code = $1{}",
-                    $crate::store::sql::COLUMNS,
-                    $lock
-                );
-                let rows = sqlx::query(&sql).bind(authority).fetch_all(&mut *tx).await?;
-                let existing: std::collections::HashMap<String, $crate::store::StoredFlag> =
-                    stored(rows)?
-                        .into_iter()
-                        .map(|f| (f.flag.details().case_reference().as_str().to_owned(), f))
-                        .collect();
-                let mut applied = UploadApplied::default();
-                for details in &changes.upserts {
-                    match existing.get(details.case_reference().as_str()) {
-                        Some(existing) if existing.flag.details() == details => {}
-                        Some(existing) => {
-                            let at = i64::try_from(existing.flag.version()).unwrap_or(i64::MAX);
-                            let row =
-                                FlagRow::of(&existing.flag_id, details, at + 1, &changes.updated_by);
-                            update(&mut tx, &row, at).await?;
-                            applied.touched.push(existing.flag.subject());
-                            applied.touched.push(details.subject());
-                        }
-                        None => {
-                            let id = uuid::Uuid::now_v7().to_string();
-                            insert(&mut tx, &FlagRow::of(&id, details, 1, &changes.updated_by))
-                                .await?;
-                            applied.touched.push(details.subject());
-                        }
-                    }
-                }
-                if let Some(end_date) = changes.snapshot_end {
-                    let mut open: Vec<&$crate::store::StoredFlag> = existing
-                        .values()
-                        .filter(|f| f.flag.details().end_date().is_none())
-                        .filter(|f| {
-                            !changes
-                                .present
-                                .contains(f.flag.details().case_reference().as_str())
-                        })
-                        .collect();
-                    open.sort_by(|a, b| {
-                        a.flag
-                            .details()
-                            .case_reference()
-                            .as_str()
-                            .cmp(b.flag.details().case_reference().as_str())
-                    });
-                    for open in open {
-                        // A plan that starts after the upload's date ends on its start.
-                        let end = end_date.max(open.flag.details().start_date());
-                        let ended = open
-                            .flag
-                            .details()
-                            .clone()
-                            .ended(end, None)
-                            .map_err($crate::store::StoreError::Invalid)?;
-                        let at = i64::try_from(open.flag.version()).unwrap_or(i64::MAX);
-                        let row = FlagRow::of(&open.flag_id, &ended, at + 1, &changes.updated_by);
-                        update(&mut tx, &row, at).await?;
-                        applied.touched.push(ended.subject());
-                        applied.ended.push(row.into_stored()?);
-                    }
-                }
-                insert_upload(&mut tx, finish(&applied)).await?;
-                tx.commit().await?;
-                self.notifier.notify();
-                Ok(applied)
+                // The case references the upload holds, for duplicates and the snapshot:
+                // in the database, not in memory. Created in the transaction, so a rollback
+                // removes it; dropped before the commit.
+                sqlx::query("CREATE TEMP TABLE upload_present (case_reference TEXT PRIMARY KEY)")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Box::new(UploadTx {
+                    tx,
+                    authority: authority.as_str().to_owned(),
+                    updated_by: updated_by.to_owned(),
+                    notifier: self.notifier.clone(),
+                }))
             }
 
             async fn save_upload(

@@ -11,3 +11,5 @@ super::sql::flag_store!(
     "BEGIN IMMEDIATE",
     ""
 );
+
+super::upload_sql::upload_transaction!(sqlx::Sqlite, "", false);

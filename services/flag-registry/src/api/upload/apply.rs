@@ -1,29 +1,47 @@
-//! Validating, tracing and applying the records of a well-formed upload.
+//! Validating, tracing and applying the records of an upload as they stream in, a chunk at
+//! a time, through one database transaction: memory is bounded by a chunk (plus the report,
+//! which the answer carries whole), and the upload still applies all or nothing.
 
-use std::collections::HashSet;
-
-use cpis_domain::{FileOutcome, FlagDetails, RecordOutcome};
+use cpis_domain::{FieldViolation, FlagDetails, NhsNumber, RecordOutcome};
 use cpis_mesh::ApiError;
 use cpis_mesh::outbox::NewOutboxEvent;
 use cpis_proto::audit::AuditOutcome;
 use cpis_proto::common;
 use cpis_proto::flags::{
-    BulkUploadResponse, FlagRecord, UploadHeader, UploadMode, UploadOutcome, UploadRecordResult,
-    UploadReport,
+    BulkUploadRequest, BulkUploadResponse, FlagRecord, UploadHeader, UploadMode, UploadOutcome,
+    UploadRecordResult, UploadReport, bulk_upload_request,
 };
 use cpis_proto::identity::PersonTraceQuery;
 use cpis_proto::notification::{
     NhsNumberChangeNotice, NotificationEvent, NotificationKind, notification_event,
 };
 use prost::Message;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
+use tonic::Streaming;
 
 use super::{Upload, replayed};
 use crate::api::FlagRegistryState;
 use crate::audit::{UPLOAD, timestamp};
 use crate::convert;
 use crate::demographics::{self, MAX_BATCH, wire_outcome};
-use crate::store::{StoreError, UploadChanges, UploadRecord, micros};
+use crate::store::{StoreError, UploadChunk, UploadRecord, UploadTransaction, micros};
+
+/// Records per chunk: one `TracePeople` batch, one multi-row write.
+const CHUNK: usize = MAX_BATCH;
+
+/// Why a chunk stopped the upload.
+enum Stop {
+    /// The person register did not answer: nothing is applied.
+    Unavailable(String),
+    /// Anything else.
+    Failed(ApiError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error.into())
+    }
+}
 
 /// The FlagRecord field a domain field is sent in.
 fn record_field(field: &str) -> &str {
@@ -34,20 +52,229 @@ fn record_field(field: &str) -> &str {
     }
 }
 
-/// Validates, traces and applies the records of a well-formed upload.
-pub(super) async fn apply(
+/// Reads the records after a valid header, applying them a chunk at a time, and commits
+/// only when the stream ends well with the announced count and at least one record stored.
+pub(super) async fn stream(
     state: &FlagRegistryState,
     mut upload: Upload,
     header: &UploadHeader,
-    records: Vec<FlagRecord>,
+    stream: &mut Streaming<BulkUploadRequest>,
 ) -> Result<BulkUploadResponse, ApiError> {
     let today = state.clock.today();
+    let mut tx: Option<Box<dyn UploadTransaction>> = None;
+    let mut touched: Vec<NhsNumber> = Vec::new();
+    let mut chunk: Vec<FlagRecord> = Vec::with_capacity(CHUNK);
+    let mut received: i64 = 0;
+    loop {
+        let end = match stream.message().await {
+            Ok(None) => true,
+            Ok(Some(BulkUploadRequest {
+                content: Some(bulk_upload_request::Content::Record(record)),
+            })) => {
+                chunk.push(record);
+                received += 1;
+                false
+            }
+            Ok(Some(_)) => {
+                drop(tx);
+                let why = "a second header (or an empty message) after the first";
+                return upload
+                    .refuse(state, UploadOutcome::Corrupt, why, false)
+                    .await;
+            }
+            Err(status) => {
+                drop(tx);
+                let why = format!("the stream broke: {}", status.message());
+                return upload
+                    .refuse(state, UploadOutcome::Corrupt, &why, false)
+                    .await;
+            }
+        };
+        // More records than announced: corrupt, whatever follows.
+        if received > header.record_count {
+            break;
+        }
+        if chunk.len() == CHUNK || (end && !chunk.is_empty()) {
+            let open = match tx.as_mut() {
+                Some(open) => open,
+                None => tx.insert(begin(state, &upload).await?),
+            };
+            let records = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            match apply_chunk(state, &mut upload, header, today, open.as_mut(), records).await {
+                Ok(changed) => touched.extend(changed),
+                Err(Stop::Unavailable(why)) => {
+                    drop(tx);
+                    let outcome = UploadOutcome::DemographicsUnavailable;
+                    return upload.refuse(state, outcome, &why, false).await;
+                }
+                Err(Stop::Failed(error)) => return Err(error),
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    upload.report.received_record_count = received;
+    if received != header.record_count {
+        drop(tx);
+        let why = if received > header.record_count {
+            format!(
+                "the header announced {} records, more were received",
+                header.record_count
+            )
+        } else {
+            format!(
+                "the header announced {} records, {received} were received",
+                header.record_count
+            )
+        };
+        return upload
+            .refuse(state, UploadOutcome::Corrupt, &why, false)
+            .await;
+    }
+    if received > 0 && upload.report.stored_count == 0 {
+        // Nothing to store: nothing is applied, no snapshot ending either.
+        drop(tx);
+        let why = "no record could be stored";
+        return upload.refuse(state, UploadOutcome::Failed, why, true).await;
+    }
+    let tx = match tx {
+        Some(tx) => tx,
+        // An empty upload: a snapshot of nothing ends every open flag.
+        None => begin(state, &upload).await?,
+    };
+    upload.report.outcome = if upload.report.stored_count == received {
+        UploadOutcome::Success
+    } else {
+        UploadOutcome::Partial
+    } as i32;
+    commit(state, upload, header, today, tx, touched).await
+}
+
+async fn begin(
+    state: &FlagRegistryState,
+    upload: &Upload,
+) -> Result<Box<dyn UploadTransaction>, ApiError> {
+    Ok(state
+        .store
+        .begin_upload(&upload.authority, &upload.report.uploaded_by)
+        .await?)
+}
+
+/// Keeps the report with the snapshot's endings, commits, and clears the cache of every
+/// number whose flags changed.
+async fn commit(
+    state: &FlagRegistryState,
+    upload: Upload,
+    header: &UploadHeader,
+    today: Date,
+    tx: Box<dyn UploadTransaction>,
+    mut touched: Vec<NhsNumber>,
+) -> Result<BulkUploadResponse, ApiError> {
+    let authority = upload.authority.clone();
+    let sequence = upload.report.sequence_number;
+    // The report moves into the transaction's last step and comes back out: never copied.
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(None::<UploadReport>));
+    let finish = {
+        let kept = kept.clone();
+        let mut upload = upload;
+        Box::new(move |applied: &crate::store::UploadApplied| {
+            upload.report.ended_case_references = applied
+                .ended
+                .iter()
+                .map(|f| f.flag.details().case_reference().as_str().to_owned())
+                .collect();
+            upload.report.complete_time = Some(timestamp(OffsetDateTime::now_utc()));
+            let events = upload.audit(AuditOutcome::Success).into_iter().collect();
+            let record = UploadRecord {
+                upload_id: upload.report.upload_id.clone(),
+                authority: upload.authority.clone(),
+                sequence_number: Some(upload.report.sequence_number),
+                report: upload.report.encode_to_vec(),
+                create_time_us: micros(upload.started),
+                events,
+            };
+            if let Ok(mut slot) = kept.lock() {
+                *slot = Some(upload.report);
+            }
+            record
+        })
+    };
+    let snapshot = (header.mode() == UploadMode::Snapshot).then_some(today);
+    let applied = match tx.commit(snapshot, finish).await {
+        Ok(applied) => applied,
+        Err(StoreError::SequenceUsed) => {
+            return replayed(state, &authority, sequence).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    touched.extend(applied.touched);
+    touched.sort_unstable();
+    touched.dedup();
+    for subject in touched {
+        state
+            .cache
+            .invalidate(&state.nhs_hasher.pseudonym(&subject))
+            .await;
+    }
+    let report = kept
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take())
+        .ok_or_else(|| ApiError::Internal("the upload's report was not kept".to_owned()))?;
+    Ok(BulkUploadResponse {
+        report: Some(report),
+    })
+}
+
+/// A notification to the authority that a record's number changed.
+fn notice(
+    upload: &Upload,
+    header: &UploadHeader,
+    record: &FlagRecord,
+    kind: NotificationKind,
+    superseded_by: Option<common::NhsNumber>,
+) -> Option<NewOutboxEvent> {
+    let event = NotificationEvent {
+        event_id: String::new(),
+        authority: Some(common::OdsCode {
+            value: upload.authority.as_str().to_owned(),
+        }),
+        kind: kind as i32,
+        occur_time: Some(timestamp(OffsetDateTime::now_utc())),
+        trace_context: None,
+        payload: Some(notification_event::Payload::NhsNumberChange(
+            NhsNumberChangeNotice {
+                nhs_number: record.nhs_number.clone(),
+                superseded_by,
+                case_reference: record.case_reference.clone(),
+                upload_id: upload.report.upload_id.clone(),
+                sequence_number: header.sequence_number,
+            },
+        )),
+    };
+    NewOutboxEvent::notification(event).ok()
+}
+
+/// Validates, traces and writes one chunk; adds its records' outcomes to the report.
+/// Answers the NHS numbers whose flags changed.
+async fn apply_chunk(
+    state: &FlagRegistryState,
+    upload: &mut Upload,
+    header: &UploadHeader,
+    today: Date,
+    tx: &mut dyn UploadTransaction,
+    records: Vec<FlagRecord>,
+) -> Result<Vec<NhsNumber>, Stop> {
+    // Every record's case reference counts as present (refused ones too); the first
+    // occurrence in the upload wins, a repeat is invalid.
+    let references: Vec<&str> = records.iter().map(|r| r.case_reference.trim()).collect();
+    let first = tx.claim(&references).await?;
+
     let mut outcomes: Vec<Option<RecordOutcome>> = Vec::with_capacity(records.len());
-    let mut valid: Vec<Option<(FlagDetails, Option<common::Date>)>> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut present = HashSet::new();
-    for record in &records {
-        present.insert(record.case_reference.trim().to_owned());
+    let mut valid: Vec<Option<(FlagDetails, Option<common::Date>)>> =
+        Vec::with_capacity(records.len());
+    for (record, first) in records.iter().zip(first) {
         let mut violations = Vec::new();
         let draft = convert::draft(
             header.authority.as_ref(),
@@ -61,7 +288,7 @@ pub(super) async fn apply(
             &mut violations,
         );
         if draft.start_date.is_some_and(|start| start > today) {
-            violations.push(cpis_domain::FieldViolation::new(
+            violations.push(FieldViolation::new(
                 "start_date",
                 "must not be later than today",
             ));
@@ -69,21 +296,19 @@ pub(super) async fn apply(
         let details = draft.validate().map_err(|invalid| {
             violations.extend(invalid);
         });
-        if !seen.insert(record.case_reference.trim().to_owned()) {
-            violations.push(cpis_domain::FieldViolation::new(
+        if !first {
+            violations.push(FieldViolation::new(
                 "case_reference",
                 "is repeated in the upload",
             ));
         }
-        match (details, violations.first()) {
+        match (details, violations.into_iter().next()) {
             (Ok(details), None) => {
                 outcomes.push(None);
                 valid.push(Some((details, date_of_birth.map(convert::wire_date))));
             }
             (_, first) => {
-                let first = first
-                    .cloned()
-                    .unwrap_or_else(|| cpis_domain::FieldViolation::new("record", "is invalid"));
+                let first = first.unwrap_or_else(|| FieldViolation::new("record", "is invalid"));
                 outcomes.push(Some(RecordOutcome::Invalid {
                     field: record_field(&first.field).to_owned(),
                     reason: first.description,
@@ -93,75 +318,64 @@ pub(super) async fn apply(
         }
     }
 
-    // Trace the valid records in batches.
-    let to_trace: Vec<usize> = (0..valid.len()).filter(|i| valid[*i].is_some()).collect();
-    let mut stored: Vec<Option<FlagDetails>> = vec![None; valid.len()];
-    for batch in to_trace.chunks(MAX_BATCH) {
-        let queries = batch
-            .iter()
-            .filter_map(|i| valid[*i].as_ref())
-            .map(|(details, dob)| PersonTraceQuery {
-                nhs_number: Some(common::NhsNumber {
-                    value: details.subject().as_str().to_owned(),
-                }),
-                date_of_birth: *dob,
-            })
-            .collect();
-        let traces = match state.demographics.trace(queries).await {
-            Ok(traces) => traces,
-            Err(e) => {
-                let why = e.to_string();
-                let outcome = UploadOutcome::DemographicsUnavailable;
-                return upload.refuse(state, outcome, &why, false).await;
-            }
-        };
-        for (i, trace) in batch.iter().zip(traces) {
-            let outcome = demographics::outcome(&trace);
-            let details = valid[*i].take().map(|(details, _)| details);
-            stored[*i] = match (&outcome, details) {
-                (RecordOutcome::Stored, Some(details)) => Some(details),
-                (RecordOutcome::Superseded { stored_under }, Some(details)) => {
-                    Some(details.with_subject(*stored_under))
+    // One trace of the chunk's valid records.
+    let queries: Vec<PersonTraceQuery> = valid
+        .iter()
+        .flatten()
+        .map(|(details, dob)| PersonTraceQuery {
+            nhs_number: Some(common::NhsNumber {
+                value: details.subject().as_str().to_owned(),
+            }),
+            date_of_birth: *dob,
+        })
+        .collect();
+    let mut upserts = Vec::with_capacity(queries.len());
+    if !queries.is_empty() {
+        let traces = state
+            .demographics
+            .trace(queries)
+            .await
+            .map_err(|e| Stop::Unavailable(e.to_string()))?;
+        let mut traces = traces.into_iter();
+        for (outcome, valid) in outcomes.iter_mut().zip(valid) {
+            let Some((details, _)) = valid else { continue };
+            let traced = traces
+                .next()
+                .map_or(RecordOutcome::NoMatch, |t| demographics::outcome(&t));
+            match &traced {
+                RecordOutcome::Stored => upserts.push(details),
+                RecordOutcome::Superseded { stored_under } => {
+                    upserts.push(details.with_subject(*stored_under));
                 }
-                _ => None,
-            };
-            outcomes[*i] = Some(outcome);
+                _ => {}
+            }
+            *outcome = Some(traced);
         }
     }
-    let outcomes: Vec<RecordOutcome> = outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(RecordOutcome::NoMatch))
-        .collect();
 
-    // The report's records and counts, and the authority's notifications.
-    let mut notifications = Vec::new();
-    for (i, (record, outcome)) in records.iter().zip(&outcomes).enumerate() {
-        let number = record.nhs_number.clone();
-        let notice =
-            |kind: NotificationKind, superseded_by: Option<common::NhsNumber>| NotificationEvent {
-                event_id: String::new(),
-                authority: Some(common::OdsCode {
-                    value: upload.authority.as_str().to_owned(),
-                }),
-                kind: kind as i32,
-                occur_time: Some(timestamp(OffsetDateTime::now_utc())),
-                trace_context: None,
-                payload: Some(notification_event::Payload::NhsNumberChange(
-                    NhsNumberChangeNotice {
-                        nhs_number: number.clone(),
-                        superseded_by,
-                        case_reference: record.case_reference.clone(),
-                        upload_id: upload.report.upload_id.clone(),
-                        sequence_number: header.sequence_number,
-                    },
-                )),
-            };
+    // The report's records and counts, an audit event per child stored, and the
+    // authority's notifications.
+    let upload_id = upload.report.upload_id.clone();
+    let mut events = Vec::with_capacity(upserts.len());
+    for details in &upserts {
+        let event = upload.actor.event(
+            UPLOAD,
+            AuditOutcome::Success,
+            Some(&details.subject()),
+            format!("upload:{upload_id}"),
+            "flag stored by upload",
+        );
+        events.extend(NewOutboxEvent::audit(event));
+    }
+    let before = upload.report.records.len();
+    for (i, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
+        let outcome = outcome.unwrap_or(RecordOutcome::NoMatch);
         let mut result = UploadRecordResult {
-            record_index: i64::try_from(i + 1).unwrap_or(i64::MAX),
-            outcome: wire_outcome(outcome) as i32,
+            record_index: i64::try_from(before + i + 1).unwrap_or(i64::MAX),
+            outcome: wire_outcome(&outcome) as i32,
             ..UploadRecordResult::default()
         };
-        match outcome {
+        match &outcome {
             RecordOutcome::Stored => upload.report.stored_count += 1,
             RecordOutcome::Superseded { stored_under } => {
                 upload.report.stored_count += 1;
@@ -170,7 +384,13 @@ pub(super) async fn apply(
                     value: stored_under.as_str().to_owned(),
                 };
                 result.superseded_by = Some(new.clone());
-                notifications.push(notice(NotificationKind::NhsNumberSuperseded, Some(new)));
+                events.extend(notice(
+                    upload,
+                    header,
+                    record,
+                    NotificationKind::NhsNumberSuperseded,
+                    Some(new),
+                ));
             }
             RecordOutcome::Invalid { field, reason } => {
                 upload.report.invalid_count += 1;
@@ -180,7 +400,13 @@ pub(super) async fn apply(
             refused => {
                 upload.report.refused_count += 1;
                 if matches!(refused, RecordOutcome::Inactive) {
-                    notifications.push(notice(NotificationKind::NhsNumberInactive, None));
+                    events.extend(notice(
+                        upload,
+                        header,
+                        record,
+                        NotificationKind::NhsNumberInactive,
+                        None,
+                    ));
                 }
             }
         }
@@ -192,99 +418,5 @@ pub(super) async fn apply(
         }
         upload.report.records.push(result);
     }
-
-    let file = FileOutcome::from_records(&outcomes);
-    if file == FileOutcome::Failed {
-        // Nothing to store: nothing is applied, no snapshot ending either.
-        return upload
-            .refuse(
-                state,
-                UploadOutcome::Failed,
-                "no record could be stored",
-                true,
-            )
-            .await;
-    }
-    upload.report.outcome = match file {
-        FileOutcome::Success => UploadOutcome::Success,
-        _ => UploadOutcome::Partial,
-    } as i32;
-    let snapshot = header.mode() == UploadMode::Snapshot;
-    let changes = UploadChanges {
-        authority: upload.authority.clone(),
-        upserts: stored.into_iter().flatten().collect(),
-        snapshot_end: snapshot.then_some(today),
-        present,
-        updated_by: upload.report.uploaded_by.clone(),
-    };
-    let subjects: Vec<_> = changes.upserts.iter().map(|d| d.subject()).collect();
-    let authority = upload.authority.clone();
-    // The final report (with the endings) is made inside the transaction; keep a copy.
-    let kept = std::sync::Arc::new(std::sync::Mutex::new(None::<UploadReport>));
-    let finish = {
-        let kept = kept.clone();
-        let mut shell = Upload {
-            report: upload.report.clone(),
-            actor: upload.actor.clone(),
-            authority: authority.clone(),
-            started: upload.started,
-        };
-        Box::new(move |applied: &crate::store::UploadApplied| {
-            shell.report.ended_case_references = applied
-                .ended
-                .iter()
-                .map(|f| f.flag.details().case_reference().as_str().to_owned())
-                .collect();
-            shell.report.complete_time = Some(timestamp(OffsetDateTime::now_utc()));
-            let upload_id = shell.report.upload_id.clone();
-            let mut events: Vec<_> = shell.audit(AuditOutcome::Success).into_iter().collect();
-            // One event per child whose flag the upload wrote, so that a child's audit
-            // trail names the upload.
-            for subject in &subjects {
-                let event = shell.actor.event(
-                    UPLOAD,
-                    AuditOutcome::Success,
-                    Some(subject),
-                    format!("upload:{upload_id}"),
-                    "flag stored by upload",
-                );
-                events.extend(NewOutboxEvent::audit(event));
-            }
-            events.extend(
-                notifications
-                    .into_iter()
-                    .filter_map(|n| NewOutboxEvent::notification(n).ok()),
-            );
-            if let Ok(mut slot) = kept.lock() {
-                *slot = Some(shell.report.clone());
-            }
-            UploadRecord {
-                upload_id,
-                authority: shell.authority.clone(),
-                sequence_number: Some(shell.report.sequence_number),
-                report: shell.report.encode_to_vec(),
-                create_time_us: micros(shell.started),
-                events,
-            }
-        })
-    };
-    let applied = match state.store.apply_upload(changes, finish).await {
-        Ok(applied) => applied,
-        Err(StoreError::Conflict(_)) => return replayed(state, &authority, &upload.report).await,
-        Err(e) => return Err(e.into()),
-    };
-    for subject in applied.touched {
-        state
-            .cache
-            .invalidate(&state.nhs_hasher.pseudonym(&subject))
-            .await;
-    }
-    let report = kept
-        .lock()
-        .ok()
-        .and_then(|mut slot| slot.take())
-        .unwrap_or(upload.report);
-    Ok(BulkUploadResponse {
-        report: Some(report),
-    })
+    Ok(tx.write(UploadChunk { upserts, events }).await?)
 }

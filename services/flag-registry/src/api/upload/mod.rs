@@ -1,9 +1,10 @@
 //! BulkUpload and GetUploadReport.
 //!
-//! All or nothing: the records are read to the end of the stream, validated, traced in
-//! batches, and only then applied, in one transaction with the report and its events. A
-//! broken stream, a second header, a record count that does not match, or an unreachable
-//! person register apply nothing (and do not use up the sequence number).
+//! All or nothing: the records are validated, traced and written a chunk at a time as they
+//! arrive, inside one transaction that commits only when the stream has ended well, with
+//! the report and its events. A broken stream, a second header, a record count that does
+//! not match, or an unreachable person register roll it back: nothing applied (and the
+//! sequence number not used up).
 
 use cpis_domain::{AuthorityContacts, LocalAuthority, OdsCode};
 use cpis_mesh::ApiError;
@@ -12,9 +13,9 @@ use cpis_mesh::token::Activity;
 use cpis_proto::audit::AuditOutcome;
 use cpis_proto::common;
 use cpis_proto::flags::{
-    BulkUploadRequest, BulkUploadResponse, FlagRecord, GetUploadReportRequest,
-    GetUploadReportResponse, UploadHeader, UploadMode, UploadOutcome, UploadReport,
-    bulk_upload_request, get_upload_report_request,
+    BulkUploadRequest, BulkUploadResponse, GetUploadReportRequest, GetUploadReportResponse,
+    UploadHeader, UploadMode, UploadOutcome, UploadReport, bulk_upload_request,
+    get_upload_report_request,
 };
 use prost::Message;
 use time::OffsetDateTime;
@@ -66,7 +67,12 @@ impl Upload {
         self.report.message = message.to_owned();
         self.report.complete_time = Some(timestamp(OffsetDateTime::now_utc()));
         if !matches!(outcome, UploadOutcome::Failed) {
-            self.report.records.clear();
+            // Nothing was applied: no record has an outcome.
+            self.report.records = Vec::new();
+            self.report.stored_count = 0;
+            self.report.superseded_count = 0;
+            self.report.refused_count = 0;
+            self.report.invalid_count = 0;
         }
         let record = UploadRecord {
             upload_id: self.report.upload_id.clone(),
@@ -80,7 +86,9 @@ impl Upload {
             Ok(()) => Ok(BulkUploadResponse {
                 report: Some(self.report),
             }),
-            Err(StoreError::Conflict(_)) => replayed(state, &self.authority, &self.report).await,
+            Err(StoreError::SequenceUsed) => {
+                replayed(state, &self.authority, self.report.sequence_number).await
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -90,11 +98,11 @@ impl Upload {
 async fn replayed(
     state: &FlagRegistryState,
     authority: &OdsCode,
-    report: &UploadReport,
+    sequence_number: i64,
 ) -> Result<BulkUploadResponse, ApiError> {
     let bytes = state
         .store
-        .upload_report(authority, &UploadKey::Sequence(report.sequence_number))
+        .upload_report(authority, &UploadKey::Sequence(sequence_number))
         .await?
         .ok_or_else(|| ApiError::Aborted("a concurrent upload used the sequence number".into()))?;
     let mut earlier = UploadReport::decode(bytes.as_slice())
@@ -218,42 +226,11 @@ pub(crate) async fn bulk_upload(
         .await?
         .is_some()
     {
-        return replayed(state, &code, &upload.report).await;
+        return replayed(state, &code, header.sequence_number).await;
     }
 
-    let mut records: Vec<FlagRecord> = Vec::new();
-    loop {
-        match stream.message().await {
-            Ok(None) => break,
-            Ok(Some(BulkUploadRequest {
-                content: Some(bulk_upload_request::Content::Record(record)),
-            })) => records.push(record),
-            Ok(Some(_)) => {
-                let why = "a second header (or an empty message) after the first";
-                return upload
-                    .refuse(state, UploadOutcome::Corrupt, why, false)
-                    .await;
-            }
-            Err(status) => {
-                let why = format!("the stream broke: {}", status.message());
-                return upload
-                    .refuse(state, UploadOutcome::Corrupt, &why, false)
-                    .await;
-            }
-        }
-    }
-    upload.report.received_record_count = i64::try_from(records.len()).unwrap_or(i64::MAX);
-    if upload.report.received_record_count != header.record_count {
-        let why = format!(
-            "the header announced {} records, {} were received",
-            header.record_count, upload.report.received_record_count
-        );
-        return upload
-            .refuse(state, UploadOutcome::Corrupt, &why, false)
-            .await;
-    }
     upload.authority = code;
-    apply::apply(state, upload, &header, records).await
+    apply::stream(state, upload, &header, &mut stream).await
 }
 
 pub(crate) async fn get_upload_report(

@@ -1,0 +1,430 @@
+//! `cpis bench check` as an operator runs it: the real binary against real identity,
+//! flag-registry and attendance servers, in process on real sockets with mTLS, on Postgres.
+//! Only counts are asserted, never timings.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use cpis_attendance::AttendanceSection;
+use cpis_flag_registry::FlagsSection;
+use cpis_flag_registry::demographics::FixedRegister;
+use cpis_identity::IdentitySection;
+use cpis_identity::audit::AuditActor;
+use cpis_identity::directory::import::import_directory;
+use cpis_mesh::client::{ChannelSettings, MeshChannel};
+use cpis_mesh::db::{Database, DatabaseSettings};
+use cpis_mesh::metrics::Metrics;
+use cpis_mesh::testkit::{TestPki, postgres_database};
+use cpis_mesh::token::IdentityKeys;
+use cpis_mesh::{Config, MeshContext, RunningServer, Shutdown};
+use cpis_proto::common;
+use cpis_proto::flags::flag_registry_service_client::FlagRegistryServiceClient;
+use cpis_proto::flags::{FlagRecord, UpsertFlagRequest};
+use cpis_proto::identity::identity_service_client::IdentityServiceClient;
+use cpis_proto::identity::{IssueTokenRequest, TraceOutcome};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery";
+const KEK: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+const DIRECTORY: &str = r#"
+version: 1
+organisations:
+  - code: RJ1
+    name: Guy's and St Thomas'
+    kind: health
+    care_settings:
+      - site: RJ122
+        type: EMERGENCY_DEPARTMENT
+  - code: E09000007
+    name: London Borough of Camden
+    kind: local_authority
+    contacts:
+      office_hours_phone: 020 7974 3317
+      emergency_duty_phone: 020 7974 4444
+      secure_email: mash@camden.gov.uk
+users:
+  - user_id: u-nurse
+    username: nurse.jones
+    display_name: Nurse Jones
+    initial_credential: correct horse battery
+    role_profiles:
+      - id: rp-nurse
+        organisation: RJ1
+        role: clinician
+  - user_id: u-social
+    username: sw.patel
+    display_name: Sam Patel
+    initial_credential: correct horse battery
+    role_profiles:
+      - id: rp-social
+        organisation: E09000007
+        role: social_worker
+"#;
+
+/// Two flagged children and one without a flag (valid synthetic-looking numbers).
+const FLAGGED: [&str; 2] = ["9434765919", "9434765870"];
+const UNFLAGGED: &str = "9434765927";
+
+/// The three services, running.
+struct Mesh {
+    pki: TestPki,
+    identity: RunningServer,
+    flags: RunningServer,
+    attendance: RunningServer,
+    attendance_db: Database,
+    _servers: Vec<MeshContext>,
+}
+
+async fn database(url: &str, migrations: &cpis_mesh::db::Migrations) -> Database {
+    let db = Database::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap();
+    db.migrate(migrations).await.unwrap();
+    db
+}
+
+fn context(pki: &TestPki, name: &'static str) -> MeshContext {
+    MeshContext::new(pki.mesh_config(name), Metrics::new(), Shutdown::new()).unwrap()
+}
+
+fn channel(pki: &TestPki, files: &cpis_mesh::tls::TlsFiles, port: u16) -> MeshChannel {
+    cpis_mesh::client::channel(
+        &format!("https://localhost:{port}"),
+        &pki.tls(files),
+        &Metrics::new(),
+        &ChannelSettings::default(),
+    )
+    .unwrap()
+}
+
+/// The `n`th synthetic NHS number (999 prefix, valid check digit).
+fn synthetic(n: u32) -> String {
+    let mut candidate = 999_000_000 + n * 13;
+    loop {
+        let digits: Vec<u8> = candidate.to_string().bytes().map(|b| b - b'0').collect();
+        let prefix: [u8; 9] = digits.try_into().unwrap();
+        if let Some(number) = cpis_domain::NhsNumber::from_prefix(&prefix) {
+            return number.as_str().to_owned();
+        }
+        candidate += 1;
+    }
+}
+
+async fn start() -> Mesh {
+    start_with(&[], None).await
+}
+
+/// Starts the three services on Postgres; `extra` children are known to the person
+/// register; with `redis`, the flag registry caches in it.
+async fn start_with(extra: &[String], redis: Option<String>) -> Mesh {
+    let pki = TestPki::new();
+
+    let identity_ctx = context(&pki, "identity");
+    let config = Config {
+        mesh: (*identity_ctx.config).clone(),
+        service: IdentitySection {
+            database_url: postgres_database().await,
+            key_encryption_key: Some(KEK.to_owned()),
+            audit_address: String::new(),
+            ..IdentitySection::default()
+        },
+    };
+    let (parts, handle) = cpis_identity::build(&identity_ctx, &config).await.unwrap();
+    let identity = cpis_mesh::start(&identity_ctx, parts).await.unwrap();
+    import_directory(
+        handle.state.store.as_ref(),
+        &handle.state.hasher,
+        12,
+        DIRECTORY,
+        false,
+        &AuditActor::tool("test"),
+    )
+    .await
+    .unwrap();
+    let identity_url = format!("https://localhost:{}", identity.addr.port());
+
+    // Both services verify users' tokens with identity's keys, fetched over mTLS.
+    let flags_ctx = context(&pki, "flag-registry");
+    let flags_url = postgres_database().await;
+    let flags_db = database(&flags_url, &cpis_flag_registry::MIGRATIONS).await;
+    let mut register = FixedRegister::default();
+    for number in FLAGGED.iter().chain([&UNFLAGGED]) {
+        register = register.with(number, TraceOutcome::Matched, None);
+    }
+    for number in extra {
+        register = register.with(number, TraceOutcome::Matched, None);
+    }
+    let keys = IdentityKeys::new(flags_ctx.channel(&identity_url).unwrap());
+    let state = cpis_flag_registry::state(
+        &flags_ctx,
+        &FlagsSection {
+            database_url: flags_url,
+            redis_key_prefix: format!("cpis:test:{}:", uuid::Uuid::new_v4().simple()),
+            redis_url: redis,
+            ..FlagsSection::default()
+        },
+        &flags_db,
+        flags_ctx.token_verifier(Arc::new(keys)),
+        Arc::new(register),
+    )
+    .unwrap();
+    let flags = cpis_mesh::start(
+        &flags_ctx,
+        cpis_flag_registry::parts(&flags_ctx, Arc::new(state)),
+    )
+    .await
+    .unwrap();
+
+    let attendance_ctx = context(&pki, "attendance");
+    let section = AttendanceSection {
+        database_url: postgres_database().await,
+        identity_url: identity_url.clone(),
+        flags_url: format!("https://localhost:{}", flags.addr.port()),
+        // No audit or notification here: their events wait in the outbox.
+        audit_address: String::new(),
+        notification_address: String::new(),
+        ..AttendanceSection::default()
+    };
+    let attendance_db = database(&section.database_url, &cpis_attendance::MIGRATIONS).await;
+    let keys = IdentityKeys::new(attendance_ctx.channel(&identity_url).unwrap());
+    let parts = cpis_attendance::parts(
+        &attendance_ctx,
+        &section,
+        &attendance_db,
+        attendance_ctx.token_verifier(Arc::new(keys)),
+    )
+    .unwrap();
+    let attendance = cpis_mesh::start(&attendance_ctx, parts).await.unwrap();
+    Mesh {
+        pki,
+        identity,
+        flags,
+        attendance,
+        attendance_db,
+        _servers: vec![identity_ctx, flags_ctx, attendance_ctx],
+    }
+}
+
+impl Mesh {
+    /// Signs `username` in through `ods`'s system `system`.
+    async fn sign_in(&self, ods: &str, system: &str, username: &str) -> String {
+        let files = self.pki.org_system(ods, system);
+        let mut client =
+            IdentityServiceClient::new(channel(&self.pki, &files, self.identity.addr.port()));
+        client
+            .issue_token(IssueTokenRequest {
+                username: username.to_owned(),
+                credential: PASSWORD.to_owned(),
+                role_profile_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token
+    }
+
+    /// Camden flags `number` with a current child protection plan.
+    async fn flag(&self, token: &str, case: &str, number: &str) {
+        let files = self.pki.org_system("E09000007", "case");
+        let mut client =
+            FlagRegistryServiceClient::new(channel(&self.pki, &files, self.flags.addr.port()));
+        let mut request = tonic::Request::new(UpsertFlagRequest {
+            authority: Some(common::LocalAuthority {
+                code: Some(common::OdsCode {
+                    value: "E09000007".into(),
+                }),
+                name: "London Borough of Camden".into(),
+            }),
+            contacts: Some(common::AuthorityContacts {
+                office_hours_phone: "020 7974 3317".into(),
+                emergency_duty_phone: "020 7974 4444".into(),
+                secure_email: "mash@camden.gov.uk".into(),
+            }),
+            record: Some(FlagRecord {
+                case_reference: case.into(),
+                nhs_number: Some(common::NhsNumber {
+                    value: number.into(),
+                }),
+                kind: common::FlagKind::ChildProtectionPlan as i32,
+                start_date: Some(common::Date {
+                    year: 2025,
+                    month: 1,
+                    day: 6,
+                }),
+                ..FlagRecord::default()
+            }),
+            expected_version: None,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.upsert_flag(request).await.unwrap();
+    }
+
+    async fn attendances(&self) -> i64 {
+        let Database::Postgres(pool) = &self.attendance_db else {
+            unreachable!("the test runs on Postgres")
+        };
+        sqlx::query_scalar("SELECT COUNT(*) FROM attendances")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// `cpis [--json] bench <remote flags> check <args>` as the nurse's EHR.
+    async fn bench(&self, token: &str, data_dir: &Path, json: bool, args: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cpis"));
+        if json {
+            command.arg("--json");
+        }
+        command
+            .args(["bench", "--endpoint"])
+            .arg(format!("https://localhost:{}", self.attendance.addr.port()))
+            .arg("--tls-dir")
+            .arg(self.pki.dir.path().join("org-RJ1-ehr"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--token", token, "check"])
+            .args(args)
+            .env_remove("CPIS_TOKEN")
+            .env_remove("CPIS_ENDPOINT");
+        // The servers run on this runtime: wait for the process off it.
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "cpis bench check {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_run_reports_every_check_answered_without_errors() {
+    let mesh = start().await;
+    let social = mesh.sign_in("E09000007", "case", "sw.patel").await;
+    for (i, number) in FLAGGED.iter().enumerate() {
+        mesh.flag(&social, &format!("CAM-{i}"), number).await;
+    }
+    // The nurse's EHR certificate signs in, as `cpis login` would.
+    let _ = mesh.pki.org_system("RJ1", "ehr");
+    let nurse = mesh.sign_in("RJ1", "ehr", "nurse.jones").await;
+    let data_dir = tempfile::tempdir().unwrap();
+
+    let text = mesh
+        .bench(
+            &nurse,
+            data_dir.path(),
+            true,
+            &[
+                "--requests",
+                "50",
+                "--concurrency",
+                "4",
+                "--nhs-number",
+                FLAGGED[0],
+                "--nhs-number",
+                FLAGGED[1],
+                "--nhs-number",
+                UNFLAGGED,
+            ],
+        )
+        .await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let check = &report["check"];
+    assert_eq!(check["requests"], 50, "{report:#}");
+    assert_eq!(check["ok"], 50, "{report:#}");
+    assert_eq!(check["errors"], 0, "{report:#}");
+    assert_eq!(check["errors_by_code"], serde_json::json!({}));
+    // Round robin over three children, two flagged: 34 of the 50 answers show a flag.
+    assert_eq!(check["flagged_answers"], 34, "{report:#}");
+    assert_eq!(check["unflagged_answers"], 16);
+    assert_eq!(report["organisation"], "RJ1");
+    assert_eq!(report["concurrency"], 4);
+    assert!(report["baseline"].is_null());
+    for key in ["p50", "p90", "p95", "p99", "max", "mean"] {
+        assert!(check["latency_ms"][key].is_number(), "{key}: {report:#}");
+    }
+    assert_eq!(
+        mesh.attendances().await,
+        34,
+        "the flagged children's checks were kept"
+    );
+
+    // The demo's children, by kind, with the health baseline, as text.
+    std::fs::write(
+        data_dir.path().join("demo.json"),
+        format!(
+            r#"{{"nhs_numbers": {{"cpp": ["{}", "{}"], "unflagged": ["{UNFLAGGED}"]}}}}"#,
+            FLAGGED[0], FLAGGED[1]
+        ),
+    )
+    .unwrap();
+    let json = mesh
+        .bench(
+            &nurse,
+            data_dir.path(),
+            true,
+            &["--requests", "20", "--connections", "2", "--baseline"],
+        )
+        .await;
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["check"]["ok"], 20, "{report:#}");
+    assert_eq!(report["check"]["errors"], 0, "{report:#}");
+    assert_eq!(report["baseline"]["ok"], 20, "{report:#}");
+    assert_eq!(report["baseline"]["errors"], 0, "{report:#}");
+    assert!(report["check_to_baseline_ratio"].is_number(), "{report:#}");
+
+    let text = mesh
+        .bench(&nurse, data_dir.path(), false, &["--requests", "5"])
+        .await;
+    assert!(text.contains("5 requests"), "{text}");
+    assert!(text.contains("requests/s"), "{text}");
+    assert!(text.contains("p99"), "{text}");
+}
+
+#[test]
+fn without_children_to_check_it_says_what_to_pass() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cpis"))
+        .args(["bench", "--token", "x.e30.y", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["check", "--requests", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--nhs-number"), "{stderr}");
+}
+
+/// Not a test: the figures of `docs/performance.md` on Postgres (and Redis for the flag
+/// cache), with the services in this process and `cpis bench check` as its own process.
+/// Run with `cargo nextest run --release -p cpis-cli --test bench --run-ignored only
+/// --no-capture`; `CPIS_BENCH_ARGS` replaces the default load flags.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a test: run by hand"]
+async fn measure_checks_on_postgres() {
+    let flagged: Vec<String> = (100..140).map(synthetic).collect();
+    let unflagged: Vec<String> = (200..240).map(synthetic).collect();
+    let mut known = flagged.clone();
+    known.extend(unflagged.iter().cloned());
+    let redis = std::env::var("CPIS_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mesh = start_with(&known, Some(redis)).await;
+    let social = mesh.sign_in("E09000007", "case", "sw.patel").await;
+    for (i, number) in flagged.iter().enumerate() {
+        mesh.flag(&social, &format!("CAM-M{i}"), number).await;
+    }
+    let nurse = mesh.sign_in("RJ1", "ehr", "nurse.jones").await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let demo = serde_json::json!({"nhs_numbers": {"cpp": flagged, "unflagged": unflagged}});
+    std::fs::write(data_dir.path().join("demo.json"), demo.to_string()).unwrap();
+    let args = std::env::var("CPIS_BENCH_ARGS")
+        .unwrap_or_else(|_| "--concurrency 8 --duration 10s --baseline".to_owned());
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let report = mesh.bench(&nurse, data_dir.path(), false, &args).await;
+    std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes()).unwrap();
+}
