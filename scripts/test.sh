@@ -126,9 +126,10 @@ export RUST_BACKTRACE=1
 # Databases left by earlier runs' tests (each test creates its own cpis_test_<random>).
 psql_admin() { psql "postgres://postgres@$PG_HOST:$PG_PORT/postgres" -Atqc "$1"; }
 if command -v psql >/dev/null 2>&1; then
-  for db in $(psql_admin "SELECT datname FROM pg_database WHERE datname LIKE 'cpis_test_%'" || true); do
-    psql_admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || true
-  done
+  # Several at once: each drop waits for a checkpoint, and a busy machine holds hundreds.
+  { psql_admin "SELECT datname FROM pg_database WHERE datname LIKE 'cpis_test_%'" || true; } |
+    xargs -r -P 8 -I '{}' psql "postgres://postgres@$PG_HOST:$PG_PORT/postgres" -Atqc \
+      'DROP DATABASE IF EXISTS "{}" WITH (FORCE)' >/dev/null 2>&1 || true
 fi
 
 log "cargo fmt --check"

@@ -33,7 +33,7 @@ class AuditBinary(unittest.TestCase):
         cls.dir = tempfile.TemporaryDirectory()
         pki = os.path.join(cls.dir.name, "pki")
         subprocess.run(
-            [os.path.join(BIN, "cpis"), "pki", "--out", pki, "--org-system", "RJ1/interop"],
+            [os.path.join(BIN, "cpis"), "pki", "init", "--out", pki, "--org-system", "RJ1/interop"],
             check=True,
             capture_output=True,
         )

@@ -13,7 +13,6 @@
 //! Output is text for people by default and JSON with `--json`; exit codes are listed in
 //! [`failure`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -53,22 +52,9 @@ struct Cli {
 enum Command {
     /// Run the whole mesh on this machine with a demo (SQLite, mTLS, no Postgres or Redis).
     Dev(dev::DevArgs),
-    /// Create a development PKI: a CA and a certificate per service and organisation system.
-    Pki {
-        /// Directory to write into (one sub-directory per identity, as `ca.crt`, `tls.crt`,
-        /// `tls.key`).
-        #[arg(long, default_value = ".cpis/pki")]
-        out: PathBuf,
-        /// SPIFFE trust domain.
-        #[arg(long, default_value = "cpis.local")]
-        trust_domain: String,
-        /// Kubernetes namespace of the services.
-        #[arg(long, default_value = "cpis")]
-        namespace: String,
-        /// Organisation systems to issue client certificates for, as ODS/SYSTEM.
-        #[arg(long = "org-system", value_name = "ODS/SYSTEM")]
-        org_systems: Vec<String>,
-    },
+    /// A development PKI: `init` makes a CA and a certificate per workload, `issue` adds
+    /// one for a workload or an organisation system.
+    Pki(pki::PkiArgs),
     /// Render the Envoy edge's configuration for one machine or a Kubernetes namespace.
     Envoy(envoy::EnvoyArgs),
     /// Check NHS numbers: prints each valid one in 3-3-4 form, or why it is invalid.
@@ -97,12 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = Output { json: cli.json };
     let result: Result<(), Failure> = match cli.command {
-        Command::Pki {
-            out,
-            trust_domain,
-            namespace,
-            org_systems,
-        } => pki::create(&out, &trust_domain, &namespace, &org_systems).map_err(Failure::from),
+        Command::Pki(args) => pki::run(args, output),
         Command::NhsNumber { numbers } => check_numbers(&numbers).map_err(Failure::from),
         Command::Identity(args) => identity::run(args).map_err(Failure::from),
         Command::Audit(args) => audit::run(args, output),

@@ -61,6 +61,7 @@ pub struct LeafSpec {
 pub struct DevCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    key_pem: String,
     trust_domain: String,
 }
 
@@ -72,20 +73,26 @@ impl std::fmt::Debug for DevCa {
     }
 }
 
+/// The CA's subject and constraints, the same for a new CA and a reloaded one.
+fn ca_params(trust_domain: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "CP-IS mesh development");
+    dn.push(DnType::CommonName, format!("CP-IS dev CA ({trust_domain})"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
 impl DevCa {
     /// A new CA for `trust_domain`, valid for ten years.
     pub fn new(trust_domain: &str) -> Result<Self, PkiError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "CP-IS mesh development");
-        dn.push(DnType::CommonName, format!("CP-IS dev CA ({trust_domain})"));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(trust_domain);
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(3650);
@@ -93,9 +100,28 @@ impl DevCa {
         let cert = params.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             trust_domain: trust_domain.to_owned(),
         })
+    }
+
+    /// The CA of `trust_domain` whose certificate and private key [`DevCa::new`] made and
+    /// [`DevCa::cert_pem`] and [`DevCa::key_pem`] saved: it issues certificates that chain
+    /// to the saved certificate (same subject, same key identifier).
+    pub fn from_pem(trust_domain: &str, cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer: Issuer::new(ca_params(trust_domain), key),
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
+
+    /// The CA's private key (PEM): keep it secret; with it anyone can join the mesh.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// The CA certificate (PEM), the trust bundle of every peer.
@@ -242,4 +268,66 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::tls::MeshTls;
+
+    #[tokio::test]
+    async fn a_reloaded_ca_issues_certificates_that_chain_to_the_saved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = DevCa::new("cpis.local").unwrap();
+        let server = original
+            .write_bundle(
+                &dir.path().join("audit"),
+                &original.workload("cpis", "audit").unwrap(),
+            )
+            .unwrap();
+        let reloaded =
+            DevCa::from_pem("cpis.local", original.cert_pem(), original.key_pem()).unwrap();
+        let client = reloaded
+            .write_bundle(
+                &dir.path().join("org"),
+                &reloaded.org_system("RJ1", "ehr").unwrap(),
+            )
+            .unwrap();
+        let server = MeshTls::load(server, "cpis.local").unwrap();
+        let client = MeshTls::load(client, "cpis.local").unwrap();
+
+        // A real mutual-TLS handshake over an in-memory pipe: each side verifies the other's
+        // chain against the saved CA certificate.
+        let (near, far) = tokio::io::duplex(16 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config());
+        let served = tokio::spawn(async move {
+            let mut tls = acceptor.accept(far).await?;
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await?;
+            tls.write_all(&byte).await?;
+            tls.flush().await?;
+            Ok::<_, std::io::Error>(())
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&client.client_config()));
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), near)
+            .await
+            .unwrap();
+        tls.write_all(b"x").await.unwrap();
+        let mut echo = [0u8; 1];
+        tls.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"x");
+        served.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_key_that_is_not_pem_is_refused() {
+        let ca = DevCa::new("cpis.local").unwrap();
+        assert!(DevCa::from_pem("cpis.local", ca.cert_pem(), "not a key").is_err());
+    }
 }

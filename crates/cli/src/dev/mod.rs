@@ -144,6 +144,8 @@ fn ensure_pki(pki: &Path) -> Result<(), Failure> {
         ca.write_bundle(&pki.join(format!("org-{key}")), &leaf)
             .map_err(|e| Failure::internal(e.to_string()))?;
     }
+    // `cpis pki issue --dir <data-dir>/pki` adds bundles with this CA.
+    crate::files::write_private(&pki.join("ca.key"), ca.key_pem().as_bytes())?;
     // Written last: its presence means the whole PKI is there.
     std::fs::write(pki.join("ca.crt"), ca.cert_pem()).map_err(|e| Failure::io(pki, e))
 }
