@@ -180,6 +180,18 @@ fn the_first_run_builds_a_demo_whose_suggested_commands_work_and_a_restart_keeps
         "{out}"
     );
 
+    // The authority hears of checks through the outbox: `cpis bench notify` times it.
+    let (code, out) = cpis(&data, &["login", "ed.clinician"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cpis(
+        &data,
+        &["--json", "bench", "notify", "--checks", "5", "--rate", "20"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let timed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(timed["heard"], 5, "{out}");
+    assert_eq!(timed["not_heard_within_30s"], 0, "{out}");
+
     // Ctrl-C stops it cleanly.
     assert!(dev.interrupt().success());
 
@@ -192,9 +204,10 @@ fn the_first_run_builds_a_demo_whose_suggested_commands_work_and_a_restart_keeps
     let (code, out) = cpis(&data, &["check", flagged, "--setting", "RJ1", "--json"]);
     assert_eq!(code, 0, "{out}");
     let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    // The two before, three of the bench's five (it alternates two Camden children), this.
     assert_eq!(
         answer["recent_attendances"].as_array().map(Vec::len),
-        Some(3)
+        Some(6)
     );
     assert!(dev.interrupt().success());
 }

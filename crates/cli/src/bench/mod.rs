@@ -26,6 +26,7 @@ use crate::output::Output;
 use crate::remote::{Remote, Service, parse_duration};
 
 mod histogram;
+mod notify;
 mod numbers;
 mod report;
 
@@ -46,6 +47,9 @@ enum BenchCommand {
     /// Checks (RecordAttendance) from concurrent workers, each waiting for its answer before
     /// the next; prints requests/s, latency percentiles and errors by status code.
     Check(CheckArgs),
+    /// How long after a check returns its authority's live stream hears of it (through the
+    /// outbox); prints p50/p95/p99.
+    Notify(notify::NotifyArgs),
 }
 
 /// `cpis bench check ...`
@@ -84,6 +88,9 @@ struct CheckArgs {
 pub(crate) fn run(args: BenchArgs, output: Output) -> Result<(), Failure> {
     match args.command {
         BenchCommand::Check(check) => run_check(&args.remote, &check, output),
+        BenchCommand::Notify(notify) => {
+            crate::remote::runtime()?.block_on(notify::run(&args.remote, &notify, output))
+        }
     }
 }
 
