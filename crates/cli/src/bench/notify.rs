@@ -153,7 +153,7 @@ fn child_of(n: &Notification) -> Option<&str> {
 
 /// Runs `cpis bench notify`.
 pub(super) async fn run(remote: &Remote, args: &NotifyArgs, output: Output) -> Result<(), Failure> {
-    if !(args.rate > 0.0) {
+    if args.rate.is_nan() || args.rate <= 0.0 {
         return Err(Failure::usage("--rate must be above zero"));
     }
     let listener = listener(remote, args).await?;
@@ -220,10 +220,10 @@ pub(super) async fn run(remote: &Remote, args: &NotifyArgs, output: Output) -> R
             loop {
                 match stream.message().await {
                     Ok(Some(message)) => {
-                        if let Some(Event::Notification(n)) = message.event {
-                            if child_of(&n) == Some(child.as_str()) {
-                                return Ok(Instant::now());
-                            }
+                        if let Some(Event::Notification(n)) = message.event
+                            && child_of(&n) == Some(child.as_str())
+                        {
+                            return Ok(Instant::now());
                         }
                     }
                     Ok(None) => return Err(Failure::unavailable("the stream ended")),
