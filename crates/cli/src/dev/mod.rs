@@ -310,7 +310,23 @@ async fn start_all(
         }
     };
     let vars = |service: Service, section: &str| variables(data_dir, secrets, service, section);
+    // Audit and notification first: the others ship events to them from the start.
     Ok(vec![
+        start::<cpis_audit::Audit>(
+            vars(Service::Audit, cpis_audit::AuditSection::NAME),
+            shutdown,
+        )
+        .await
+        .map_err(failure(Service::Audit))?,
+        start::<cpis_notification::Notification>(
+            vars(
+                Service::Notification,
+                cpis_notification::NotificationSection::NAME,
+            ),
+            shutdown,
+        )
+        .await
+        .map_err(failure(Service::Notification))?,
         start::<cpis_identity::Identity>(
             vars(Service::Identity, cpis_identity::IdentitySection::NAME),
             shutdown,
@@ -335,21 +351,6 @@ async fn start_all(
         )
         .await
         .map_err(failure(Service::Attendance))?,
-        start::<cpis_notification::Notification>(
-            vars(
-                Service::Notification,
-                cpis_notification::NotificationSection::NAME,
-            ),
-            shutdown,
-        )
-        .await
-        .map_err(failure(Service::Notification))?,
-        start::<cpis_audit::Audit>(
-            vars(Service::Audit, cpis_audit::AuditSection::NAME),
-            shutdown,
-        )
-        .await
-        .map_err(failure(Service::Audit))?,
     ])
 }
 
@@ -396,15 +397,30 @@ fn announce(data_dir: &Path, demo: &Demo, output: Output) {
     ));
     lines.push(String::new());
     lines.push("Try, in another terminal:".to_owned());
-    lines.push(format!(
-        "  {me} login ed.clinician                      # a clinician at St Thomas' ED (RJ1)"
-    ));
-    lines.push(format!(
-        "  {me} check {flagged} --setting RJ1            # a child on a child protection plan"
-    ));
-    lines.push(format!(
-        "  {me} audit verify                            # the signed, append-only audit log"
-    ));
+    let default_dir = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.join(".cpis").canonicalize().ok());
+    if default_dir.as_deref() != Some(data_dir) {
+        lines.push(format!("  export CPIS_DATA_DIR={}", data_dir.display()));
+    }
+    let tries = [
+        (
+            format!("{me} login ed.clinician"),
+            "a clinician at St Thomas' ED (RJ1)",
+        ),
+        (
+            format!("{me} check {flagged} --setting RJ1"),
+            "a child on a child protection plan",
+        ),
+        (
+            format!("{me} audit verify"),
+            "the signed, append-only audit log",
+        ),
+    ];
+    let width = tries.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (command, what) in tries {
+        lines.push(format!("  {command:<width$}   # {what}"));
+    }
     lines.push(format!(
         "Then: `{me} check {unflagged} --setting RJ1` (no flag), `{me} login camden.social` and \
          `{me} notifications watch`."
