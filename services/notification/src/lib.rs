@@ -243,6 +243,7 @@ fn routes<S: NotificationStore + WebhookStore>(
             settings: runtime.worker,
             waker: waker.clone(),
             shutdown: ctx.shutdown.clone(),
+            metrics: worker::WorkerMetrics::register(&ctx.metrics),
         }
         .run(),
     );

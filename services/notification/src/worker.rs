@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use cpis_mesh::Shutdown;
 use cpis_proto::notification::DeliveryState;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -59,6 +61,47 @@ impl WorkerWaker {
     }
 }
 
+/// The worker's metrics: `cpis_webhook_delivery_attempts_total{outcome}` (`delivered`,
+/// `retrying`, `dead_lettered`, `cancelled`) and `cpis_notification_escalations_total`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WorkerMetrics {
+    attempts: Family<Vec<(&'static str, &'static str)>, Counter>,
+    escalations: Counter,
+}
+
+impl WorkerMetrics {
+    /// Registers the counters in `metrics`.
+    pub(crate) fn register(metrics: &cpis_mesh::metrics::Metrics) -> Self {
+        let this = Self::default();
+        let mut registry = metrics.registry();
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "cpis_webhook_delivery_attempts",
+            "Webhook delivery attempts by what followed (delivered, retrying, dead_lettered, \
+             cancelled); alert on dead_lettered",
+            this.attempts.clone(),
+        );
+        registry.register(
+            "cpis_notification_escalations",
+            "Attendance notifications escalated because nobody acknowledged them in time",
+            this.escalations.clone(),
+        );
+        this
+    }
+
+    fn attempted(&self, state: DeliveryState) {
+        let outcome = match state {
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::DeadLettered => "dead_lettered",
+            DeliveryState::Cancelled => "cancelled",
+            _ => "retrying",
+        };
+        self.attempts
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+}
+
 /// One replica's worker.
 pub(crate) struct Worker<S> {
     pub(crate) store: S,
@@ -68,6 +111,7 @@ pub(crate) struct Worker<S> {
     pub(crate) settings: WorkerSettings,
     pub(crate) waker: WorkerWaker,
     pub(crate) shutdown: Shutdown,
+    pub(crate) metrics: WorkerMetrics,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -148,6 +192,7 @@ impl<S: NotificationStore + WebhookStore> Worker<S> {
                 .await?
             {
                 tracing::info!(escalated = %id, escalation = %stored.notification_id, "escalated");
+                self.metrics.escalations.inc();
                 if let Ok(n) = convert::notification(&stored) {
                     escalated.push(n);
                 }
@@ -240,6 +285,7 @@ impl<S: NotificationStore + WebhookStore> Worker<S> {
                 Some(now.saturating_add(micros(wait)).min(deadline)),
             )
         };
+        self.metrics.attempted(state);
         if !success {
             tracing::info!(
                 delivery = %delivery.delivery_id,

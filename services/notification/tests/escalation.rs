@@ -176,6 +176,13 @@ async fn an_unacknowledged_attendance_is_escalated_once_and_an_acknowledged_one_
     let attendance = notice.attendance.as_ref().unwrap();
     assert_eq!(attendance.attendance_id, "att-2");
     assert!(notice.unacknowledged_for.unwrap().seconds >= 2);
+    assert!(
+        h.ctx
+            .metrics
+            .render()
+            .contains("cpis_notification_escalations_total 1"),
+        "the escalation is counted"
+    );
 
     // The live stream carries it.
     let message = tokio::time::timeout(WAIT, async {

@@ -288,6 +288,14 @@ async fn a_failed_delivery_is_retried_and_every_attempt_is_logged(db: &str) {
         assert!(attempt.latency.is_some() && attempt.attempt_time.is_some());
         assert_eq!(attempt.delivery_id, delivery.delivery_id);
     }
+    // Operators see both attempts on /metrics.
+    let metrics = h.ctx.metrics.render();
+    for line in [
+        "cpis_webhook_delivery_attempts_total{outcome=\"retrying\"} 1",
+        "cpis_webhook_delivery_attempts_total{outcome=\"delivered\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
 }
 
 async fn a_delivery_failing_past_its_max_age_is_dead_lettered(db: &str) {
