@@ -42,6 +42,7 @@ macro_rules! contract {
 
 contract!(
     rolled_back_writes_leave_nothing,
+    a_batch_larger_than_one_statement_is_written_whole_and_in_order,
     committed_writes_carry_the_trace_context,
     leases_keep_claims_apart_and_fence_releases,
     a_destination_down_while_100_events_are_written_gets_each_once,
@@ -63,6 +64,21 @@ async fn rolled_back_writes_leave_nothing(fx: Fixture) {
     fx.write(&events(3), true).await;
     assert_eq!(fx.rows().await.len(), 3);
     assert_eq!(fx.things().await, 1);
+}
+
+async fn a_batch_larger_than_one_statement_is_written_whole_and_in_order(fx: Fixture) {
+    // An upload's chunk: more rows than one multi-row INSERT holds, and a remainder.
+    let written = events(450);
+    fx.write(&written, true).await;
+    let rows = fx.rows().await;
+    assert_eq!(rows.len(), 450);
+    for (row, event) in rows.iter().zip(&written) {
+        assert_eq!(row.id, event.id());
+        assert_eq!(row.destination, event.destination());
+    }
+    // A rolled-back batch leaves nothing, however many statements it took.
+    fx.write(&events(450), false).await;
+    assert_eq!(fx.rows().await.len(), 450);
 }
 
 async fn committed_writes_carry_the_trace_context(fx: Fixture) {

@@ -72,7 +72,7 @@ pub async fn enqueue_sqlite(
     events: &[NewOutboxEvent],
 ) -> Result<(), OutboxError> {
     let now = now_ms();
-    for event in events {
+    if let [event] = events {
         sqlx::query(ENQUEUE)
             .bind(event.id())
             .bind(event.destination())
@@ -82,8 +82,45 @@ pub async fn enqueue_sqlite(
             .bind(now)
             .execute(&mut *conn)
             .await?;
+        return Ok(());
+    }
+    // A batch (an upload's chunk) as multi-row INSERTs: each statement is a round trip to
+    // SQLite's worker thread, which dominated a bulk upload row by row.
+    for chunk in events.chunks(ENQUEUE_ROWS) {
+        let sql = enqueue_many(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            query = query
+                .bind(event.id())
+                .bind(event.destination())
+                .bind(event.payload())
+                .bind(event.traceparent())
+                .bind(event.tracestate())
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Rows per multi-row INSERT: 7 parameters each, far below SQLite's limit (32,766).
+const ENQUEUE_ROWS: usize = 200;
+
+/// `INSERT ... VALUES (?, ...), ...` for `rows` rows. Positional `?` only: the driver binds
+/// numbered parameters by name, in time quadratic in their number.
+fn enqueue_many(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO outbox (event_id, destination, payload, traceparent, tracestate, \
+         created_at, next_attempt_at) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
 }
 
 /// [`OutboxStore`] on an SQLite pool.
