@@ -98,19 +98,6 @@ fn channel(pki: &TestPki, files: &cpis_mesh::tls::TlsFiles, port: u16) -> MeshCh
     .unwrap()
 }
 
-/// The `n`th synthetic NHS number (999 prefix, valid check digit).
-fn synthetic(n: u32) -> String {
-    let mut candidate = 999_000_000 + n * 13;
-    loop {
-        let digits: Vec<u8> = candidate.to_string().bytes().map(|b| b - b'0').collect();
-        let prefix: [u8; 9] = digits.try_into().unwrap();
-        if let Some(number) = cpis_domain::NhsNumber::from_prefix(&prefix) {
-            return number.as_str().to_owned();
-        }
-        candidate += 1;
-    }
-}
-
 async fn start() -> Mesh {
     start_with(&[], None).await
 }
@@ -398,33 +385,4 @@ fn without_children_to_check_it_says_what_to_pass() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--nhs-number"), "{stderr}");
-}
-
-/// Not a test: the figures of `docs/performance.md` on Postgres (and Redis for the flag
-/// cache), with the services in this process and `cpis bench check` as its own process.
-/// Run with `cargo nextest run --release -p cpis-cli --test bench --run-ignored only
-/// --no-capture`; `CPIS_BENCH_ARGS` replaces the default load flags.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, not a test: run by hand"]
-async fn measure_checks_on_postgres() {
-    let flagged: Vec<String> = (100..140).map(synthetic).collect();
-    let unflagged: Vec<String> = (200..240).map(synthetic).collect();
-    let mut known = flagged.clone();
-    known.extend(unflagged.iter().cloned());
-    let redis = std::env::var("CPIS_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let mesh = start_with(&known, Some(redis)).await;
-    let social = mesh.sign_in("E09000007", "case", "sw.patel").await;
-    for (i, number) in flagged.iter().enumerate() {
-        mesh.flag(&social, &format!("CAM-M{i}"), number).await;
-    }
-    let nurse = mesh.sign_in("RJ1", "ehr", "nurse.jones").await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let demo = serde_json::json!({"nhs_numbers": {"cpp": flagged, "unflagged": unflagged}});
-    std::fs::write(data_dir.path().join("demo.json"), demo.to_string()).unwrap();
-    let args = std::env::var("CPIS_BENCH_ARGS")
-        .unwrap_or_else(|_| "--concurrency 8 --duration 10s --baseline".to_owned());
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let report = mesh.bench(&nurse, data_dir.path(), false, &args).await;
-    std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes()).unwrap();
 }
