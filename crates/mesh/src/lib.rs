@@ -47,5 +47,5 @@ pub use authz::{AccessPolicy, Caller, PeerClass};
 pub use config::{Config, ConfigSource, ServiceDefaults, ServiceSection};
 pub use error::{ApiError, FieldViolation};
 pub use runtime::{MeshService, run_main};
-pub use server::{MeshContext, RunningServer, ServiceParts, start};
+pub use server::{MeshContext, RunningServer, ServiceParts, start, start_with_listener};
 pub use shutdown::Shutdown;

@@ -175,8 +175,19 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// balancers to notice) no new connection is accepted; in-flight calls get
 /// `server.shutdown_grace` to finish; then the admin port closes.
 pub async fn start(ctx: &MeshContext, parts: ServiceParts) -> Result<RunningServer, ServeError> {
+    let listener = bind(ctx.config.server.listen).await?;
+    start_with_listener(ctx, parts, listener).await
+}
+
+/// As [`start`], serving the gRPC port on `listener`, bound by the caller (`server.listen`
+/// is then not used). A caller that must know the port before the server runs binds a
+/// socket, keeps it, and hands it over here, so that no one else can take the port between.
+pub async fn start_with_listener(
+    ctx: &MeshContext,
+    parts: ServiceParts,
+    listener: TcpListener,
+) -> Result<RunningServer, ServeError> {
     let server_cfg = &ctx.config.server;
-    let listener = bind(server_cfg.listen).await?;
     let admin_listener = bind(server_cfg.admin_listen).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: server_cfg.listen,

@@ -13,6 +13,7 @@ use cpis_mesh::token::TokenSigner;
 use cpis_mesh::{MeshContext, RunningServer, Shutdown};
 use cpis_proto::common::CareSettingType;
 use support::{CAMDEN, Flags, Sinks, TRUST, nhs};
+use tokio::net::TcpSocket;
 
 /// A checkpoint key for the test audit log.
 const CHECKPOINT_SEED: &str = "7f3c2a1b0e9d8c7b6a5f4e3d2c1b0a99887766554433221100ffeeddccbbaa01";
@@ -25,22 +26,47 @@ async fn database(url: &str, migrations: &cpis_mesh::db::Migrations) -> Database
     db
 }
 
-/// The mesh configuration of `name`, listening on `port` (0: any).
-fn config(pki: &TestPki, name: &'static str, port: u16) -> cpis_mesh::config::MeshConfig {
+/// The mesh configuration of `name`, listening on any free port.
+fn config(pki: &TestPki, name: &'static str) -> cpis_mesh::config::MeshConfig {
     let mut config = pki.mesh_config(name);
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config
 }
 
-/// The audit service on an SQLite file in `dir`, on `port` (0: any).
+/// A port held for a service that is not running yet: bound but not listening, so
+/// connections to it are refused and no other test can take it in the meantime.
+fn reserve() -> (TcpSocket, u16) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// Serves `parts` on the reserved socket, or on any free port without one.
+async fn serve(
+    ctx: &MeshContext,
+    parts: cpis_mesh::ServiceParts,
+    reserved: Option<TcpSocket>,
+) -> RunningServer {
+    match reserved {
+        Some(socket) => {
+            let listener = socket.listen(1024).unwrap();
+            cpis_mesh::start_with_listener(ctx, parts, listener)
+                .await
+                .unwrap()
+        }
+        None => cpis_mesh::start(ctx, parts).await.unwrap(),
+    }
+}
+
+/// The audit service on an SQLite file in `dir`, on the reserved socket if given.
 async fn start_audit(
     pki: &TestPki,
     users: &TokenSigner,
     dir: &std::path::Path,
-    port: u16,
+    reserved: Option<TcpSocket>,
 ) -> (RunningServer, Database) {
-    let ctx =
-        MeshContext::new(config(pki, "audit", port), Metrics::new(), Shutdown::new()).unwrap();
+    let ctx = MeshContext::new(config(pki, "audit"), Metrics::new(), Shutdown::new()).unwrap();
     let url = cpis_mesh::testkit::sqlite_database(dir, "audit");
     let db = database(&url, &cpis_audit::MIGRATIONS).await;
     let section = cpis_audit::AuditSection {
@@ -49,22 +75,18 @@ async fn start_audit(
         ..cpis_audit::AuditSection::default()
     };
     let parts = cpis_audit::parts(&ctx, &section, &db, support::verifier(users, &ctx)).unwrap();
-    (cpis_mesh::start(&ctx, parts).await.unwrap(), db)
+    (serve(&ctx, parts, reserved).await, db)
 }
 
-/// The notification service on an SQLite file in `dir`, on `port` (0: any).
+/// The notification service on an SQLite file in `dir`, on the reserved socket if given.
 async fn start_notification(
     pki: &TestPki,
     users: &TokenSigner,
     dir: &std::path::Path,
-    port: u16,
+    reserved: Option<TcpSocket>,
 ) -> (RunningServer, Database) {
-    let ctx = MeshContext::new(
-        config(pki, "notification", port),
-        Metrics::new(),
-        Shutdown::new(),
-    )
-    .unwrap();
+    let ctx =
+        MeshContext::new(config(pki, "notification"), Metrics::new(), Shutdown::new()).unwrap();
     let url = cpis_mesh::testkit::sqlite_database(dir, "notification");
     let db = database(&url, &cpis_notification::MIGRATIONS).await;
     let section = cpis_notification::NotificationSection {
@@ -83,16 +105,7 @@ async fn start_notification(
         cpis_notification::fanout::Fanout::in_process(),
     )
     .unwrap();
-    (cpis_mesh::start(&ctx, parts).await.unwrap(), db)
-}
-
-/// A port nothing listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    (serve(&ctx, parts, reserved).await, db)
 }
 
 async fn count(db: &Database, sql: &str) -> i64 {
@@ -143,8 +156,8 @@ async fn a_checks_audit_and_notification_events_are_delivered_once(url: &str) {
     let pki = TestPki::new();
     let users = Arc::new(TokenSigner::generate("users-1").unwrap().0);
     let dir = tempfile::tempdir().unwrap();
-    let (audit, audit_db) = start_audit(&pki, &users, dir.path(), 0).await;
-    let (notification, notification_db) = start_notification(&pki, &users, dir.path(), 0).await;
+    let (audit, audit_db) = start_audit(&pki, &users, dir.path(), None).await;
+    let (notification, notification_db) = start_notification(&pki, &users, dir.path(), None).await;
     let sinks = Sinks {
         audit: format!("https://localhost:{}", audit.addr.port()),
         notification: format!("https://localhost:{}", notification.addr.port()),
@@ -194,7 +207,8 @@ async fn checks_succeed_while_audit_and_notification_are_down_and_their_events_a
     let pki = TestPki::new();
     let users = Arc::new(TokenSigner::generate("users-1").unwrap().0);
     let dir = tempfile::tempdir().unwrap();
-    let (audit_port, notification_port) = (free_port(), free_port());
+    let ((audit_socket, audit_port), (notification_socket, notification_port)) =
+        (reserve(), reserve());
     let sinks = Sinks {
         audit: format!("https://localhost:{audit_port}"),
         notification: format!("https://localhost:{notification_port}"),
@@ -213,9 +227,9 @@ async fn checks_succeed_while_audit_and_notification_are_down_and_their_events_a
     assert_eq!(mesh.audit_events().await.len(), 30, "waiting in the outbox");
     assert_eq!(mesh.notification_events().await.len(), 10);
 
-    let (_audit, audit_db) = start_audit(&mesh.pki, &users, dir.path(), audit_port).await;
+    let (_audit, audit_db) = start_audit(&mesh.pki, &users, dir.path(), Some(audit_socket)).await;
     let (_notification, notification_db) =
-        start_notification(&mesh.pki, &users, dir.path(), notification_port).await;
+        start_notification(&mesh.pki, &users, dir.path(), Some(notification_socket)).await;
     eventually(&mesh.db, "SELECT COUNT(*) FROM outbox", 0).await;
     let checks = "SELECT COUNT(*) FROM audit_events WHERE action = 'attendance.check'";
     let distinct = "SELECT COUNT(DISTINCT event_id) FROM audit_events";

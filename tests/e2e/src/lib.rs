@@ -171,12 +171,22 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// A port free now on 127.0.0.1 (the process that binds it later may, rarely, lose a race).
+/// Ports handed to processes that bind them later: below Linux's ephemeral range
+/// (32768–60999 by default), from which every `bind(…:0)` in the other tests draws, so that
+/// no test in a parallel run can take one between the check here and the process's bind.
+const HANDED_OUT_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free now on 127.0.0.1, outside the ephemeral range (see [`HANDED_OUT_PORTS`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let span = u32::from(HANDED_OUT_PORTS.end - HANDED_OUT_PORTS.start);
+    for _ in 0..1_000 {
+        let random = uuid::Uuid::new_v4().as_u128() as u32;
+        let port = HANDED_OUT_PORTS.start + (random % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {HANDED_OUT_PORTS:?}");
 }
 
 /// The five services, Envoy and the OTLP receiver.
