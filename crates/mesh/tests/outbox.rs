@@ -4,10 +4,13 @@
 mod outbox_support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cpis_mesh::Shutdown;
-use cpis_mesh::outbox::{AUDIT, AuditSink, NewOutboxEvent, OutboxSink, Retry, SinkError};
+use cpis_mesh::outbox::{
+    AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, Retry, SinkError,
+};
 use cpis_mesh::testkit::TestPki;
 use cpis_proto::audit::AuditEvent;
 use time::OffsetDateTime;
@@ -43,6 +46,8 @@ macro_rules! contract {
 contract!(
     rolled_back_writes_leave_nothing,
     a_batch_larger_than_one_statement_is_written_whole_and_in_order,
+    the_writer_commits_every_callers_events_once_and_shares_commits,
+    a_failed_group_commit_reaches_every_caller_in_it,
     committed_writes_carry_the_trace_context,
     leases_keep_claims_apart_and_fence_releases,
     a_destination_down_while_100_events_are_written_gets_each_once,
@@ -79,6 +84,61 @@ async fn a_batch_larger_than_one_statement_is_written_whole_and_in_order(fx: Fix
     // A rolled-back batch leaves nothing, however many statements it took.
     fx.write(&events(450), false).await;
     assert_eq!(fx.rows().await.len(), 450);
+}
+
+async fn the_writer_commits_every_callers_events_once_and_shares_commits(fx: Fixture) {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counter = commits.clone();
+    let writer = OutboxWriter::spawn(fx.db.clone(), move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let written: Vec<Vec<NewOutboxEvent>> = (0..100).map(|_| events(2)).collect();
+    let callers = written.iter().map(|events| {
+        let writer = writer.clone();
+        let events = events.clone();
+        tokio::spawn(async move { writer.write(events).await })
+    });
+    for caller in futures_util::future::join_all(callers).await {
+        caller.unwrap().unwrap();
+    }
+    // Every caller's events, each once, its own in its order.
+    let rows = fx.rows().await;
+    assert_eq!(rows.len(), 200);
+    let position = |id: Uuid| rows.iter().position(|r| r.id == id).unwrap();
+    for events in &written {
+        assert!(position(events[0].id()) < position(events[1].id()));
+    }
+    // Callers that queued during a commit shared the next one.
+    let commits = commits.load(Ordering::SeqCst);
+    assert!((1..100).contains(&commits), "{commits} commits for 100 callers");
+    // Nothing to write costs nothing.
+    writer.write(Vec::new()).await.unwrap();
+    assert_eq!(fx.rows().await.len(), 200);
+}
+
+async fn a_failed_group_commit_reaches_every_caller_in_it(fx: Fixture) {
+    let writer = OutboxWriter::spawn(fx.db.clone(), || {});
+    // An event id already in the outbox: the shared statement fails as a whole.
+    let taken = events(1);
+    fx.write(&taken, true).await;
+    let duplicate = taken[0].clone();
+    let callers = (0..10).map(|i| {
+        let writer = writer.clone();
+        let mut events = events(1);
+        if i == 0 {
+            events.push(duplicate.clone());
+        }
+        tokio::spawn(async move { writer.write(events).await })
+    });
+    let results: Vec<_> = futures_util::future::join_all(callers).await;
+    let failed = results
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|r| matches!(r, Err(cpis_mesh::outbox::OutboxError::Batch(_))))
+        .count();
+    assert!(failed >= 1, "the caller with the duplicate heard the error");
+    // What failed left nothing; what succeeded (callers in other commits) is there once.
+    assert_eq!(fx.rows().await.len(), 1 + 10 - failed);
 }
 
 async fn committed_writes_carry_the_trace_context(fx: Fixture) {

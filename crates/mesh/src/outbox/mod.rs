@@ -10,7 +10,9 @@
 //! - [`OutboxStore`] ([`PostgresOutbox`], [`SqliteOutbox`], [`store`]): claiming under a
 //!   lease, confirming, releasing with backoff, depth and age;
 //! - [`OutboxSink`] ([`AuditSink`], [`NotificationSink`]): delivering a batch;
-//! - [`OutboxRelay`]: the loop that ties them, with [`OutboxMetrics`].
+//! - [`OutboxRelay`]: the loop that ties them, with [`OutboxMetrics`];
+//! - [`OutboxWriter`]: group commit for events with no transaction of their own (audits of
+//!   reads).
 //!
 //! Destinations are idempotent by event id, so a batch shipped twice (a relay killed after
 //! delivering and before confirming) does no harm. See `docs/outbox.md`.
@@ -24,16 +26,18 @@ mod schema;
 mod sink;
 mod sqlite;
 mod store;
+mod writer;
 
 pub use backoff::Backoff;
 pub use event::{NewOutboxEvent, OutboxEvent};
 pub use metrics::OutboxMetrics;
-pub use postgres::{PostgresOutbox, enqueue_postgres};
+pub use postgres::{PostgresEvents, PostgresOutbox, enqueue_postgres, postgres_enqueue_sql};
 pub use relay::{OutboxNotifier, OutboxRelay, RelaySettings};
 pub use schema::{POSTGRES_SQL, SQLITE_SQL};
 pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
 pub use sqlite::{SqliteOutbox, enqueue_sqlite};
 pub use store::{Claim, DestinationStats, Lease, OutboxStore, Retry, store};
+pub use writer::OutboxWriter;
 
 /// The destination of events for the audit service's `Append`.
 pub const AUDIT: &str = "audit";
@@ -52,4 +56,11 @@ pub enum OutboxError {
     /// A time or duration does not fit the table's columns.
     #[error("outbox time out of range: {0}")]
     Time(String),
+    /// The shared transaction of an [`OutboxWriter`] failed (the cause, as text: every
+    /// caller in it hears it).
+    #[error("outbox group commit: {0}")]
+    Batch(String),
+    /// The [`OutboxWriter`]'s task is gone (the process is stopping).
+    #[error("the outbox writer has stopped")]
+    WriterStopped,
 }

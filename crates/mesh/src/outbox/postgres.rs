@@ -13,13 +13,61 @@ use super::{
     Claim, DestinationStats, Lease, NewOutboxEvent, OutboxError, OutboxEvent, OutboxStore, Retry,
 };
 
-// UNNEST WITH ORDINALITY and ORDER BY: the identity follows the order of `events`.
-const ENQUEUE: &str = "\
-INSERT INTO outbox (event_id, destination, payload, traceparent, tracestate)
-SELECT e.event_id, e.destination, e.payload, e.traceparent, e.tracestate
-FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[])
-     WITH ORDINALITY AS e(event_id, destination, payload, traceparent, tracestate, n)
-ORDER BY e.n";
+/// The outbox's INSERT of a batch of events, with its five array parameters numbered from
+/// `first` (bind them with [`PostgresEvents::bind`]). A producer that writes its change in
+/// one statement puts this in a data-modifying `WITH` clause of that statement.
+///
+/// UNNEST WITH ORDINALITY and ORDER BY: the identity follows the order of the events.
+pub fn postgres_enqueue_sql(first: usize) -> String {
+    let [id, destination, payload, parent, state] = std::array::from_fn(|i| first + i);
+    format!(
+        "INSERT INTO outbox (event_id, destination, payload, traceparent, tracestate) \
+         SELECT e.event_id, e.destination, e.payload, e.traceparent, e.tracestate \
+         FROM unnest(${id}::uuid[], ${destination}::text[], ${payload}::bytea[], \
+         ${parent}::text[], ${state}::text[]) \
+         WITH ORDINALITY AS e(event_id, destination, payload, traceparent, tracestate, n) \
+         ORDER BY e.n"
+    )
+}
+
+/// The parameters of [`postgres_enqueue_sql`]: the events as five arrays.
+#[derive(Debug)]
+pub struct PostgresEvents<'e> {
+    ids: Vec<Uuid>,
+    destinations: Vec<&'e str>,
+    payloads: Vec<&'e [u8]>,
+    parents: Vec<Option<&'e str>>,
+    states: Vec<Option<&'e str>>,
+}
+
+impl<'e> PostgresEvents<'e> {
+    /// The columns of `events`.
+    pub fn of(events: &'e [NewOutboxEvent]) -> Self {
+        Self {
+            ids: events.iter().map(NewOutboxEvent::id).collect(),
+            destinations: events.iter().map(NewOutboxEvent::destination).collect(),
+            payloads: events.iter().map(NewOutboxEvent::payload).collect(),
+            parents: events.iter().map(NewOutboxEvent::traceparent).collect(),
+            states: events.iter().map(NewOutboxEvent::tracestate).collect(),
+        }
+    }
+
+    /// Binds the five arrays, in the order [`postgres_enqueue_sql`] numbers them.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'e: 'q,
+    {
+        query
+            .bind(self.ids)
+            .bind(self.destinations)
+            .bind(self.payloads)
+            .bind(self.parents)
+            .bind(self.states)
+    }
+}
 
 // SKIP LOCKED: a concurrent relay's claim passes over the rows this one is locking instead
 // of waiting for them, and its re-check of the WHERE clause after our commit sees the
@@ -67,17 +115,8 @@ pub async fn enqueue_postgres(
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = events.iter().map(NewOutboxEvent::id).collect();
-    let destinations: Vec<&str> = events.iter().map(NewOutboxEvent::destination).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(NewOutboxEvent::payload).collect();
-    let parents: Vec<Option<&str>> = events.iter().map(NewOutboxEvent::traceparent).collect();
-    let states: Vec<Option<&str>> = events.iter().map(NewOutboxEvent::tracestate).collect();
-    sqlx::query(ENQUEUE)
-        .bind(ids)
-        .bind(destinations)
-        .bind(payloads)
-        .bind(parents)
-        .bind(states)
+    PostgresEvents::of(events)
+        .bind(sqlx::query(&postgres_enqueue_sql(1)))
         .execute(conn)
         .await?;
     Ok(())

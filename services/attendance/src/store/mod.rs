@@ -316,33 +316,44 @@ macro_rules! check_in_transaction {
         let recent: Vec<$crate::store::AttendanceSummary> =
             rows.into_iter().map($crate::store::summary).collect();
         if let Some(key) = r.request {
-            sqlx::query($crate::store::DELETE_EXPIRED_REQUEST)
-                .bind(key.request_id)
-                .bind(&key.user_id)
-                .bind(key.expired_us)
-                .execute(&mut *tx)
-                .await?;
-            let stored = sqlx::query($crate::store::INSERT_REQUEST)
-                .bind(key.request_id)
-                .bind(&key.user_id)
-                .bind(($answer)(&recent))
-                .bind(key.now_us)
-                .execute(&mut *tx)
-                .await;
-            match stored {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err($crate::store::StoreError::RequestReplayed);
-                }
-                other => {
-                    other?;
-                }
-            }
+            $crate::store::store_request!(tx, key, ($answer)(&recent));
         }
         tx.commit().await?;
         Ok(recent)
     }};
 }
 pub(crate) use check_in_transaction;
+
+/// Stores a check's encoded answer under its request id, in the check's transaction `$tx`;
+/// returns [`StoreError::RequestReplayed`] from the enclosing function when a concurrent
+/// check with the same request id stored one first.
+macro_rules! store_request {
+    ($tx:expr, $key:expr, $answer:expr) => {{
+        let key: &$crate::store::RequestKey = $key;
+        sqlx::query($crate::store::DELETE_EXPIRED_REQUEST)
+            .bind(key.request_id)
+            .bind(&key.user_id)
+            .bind(key.expired_us)
+            .execute(&mut *$tx)
+            .await?;
+        let stored = sqlx::query($crate::store::INSERT_REQUEST)
+            .bind(key.request_id)
+            .bind(&key.user_id)
+            .bind($answer)
+            .bind(key.now_us)
+            .execute(&mut *$tx)
+            .await;
+        match stored {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err($crate::store::StoreError::RequestReplayed);
+            }
+            other => {
+                other?;
+            }
+        }
+    }};
+}
+pub(crate) use store_request;
 
 /// A row of [`RECENT`].
 pub(crate) type RecentRow = (i64, String, Option<String>, i32, String);

@@ -1,11 +1,12 @@
 //! Attendances in Postgres, the store of a cluster.
 
-use cpis_mesh::outbox::{NewOutboxEvent, enqueue_postgres};
-use sqlx::postgres::PgPool;
+use cpis_mesh::outbox::{NewOutboxEvent, PostgresEvents, enqueue_postgres, postgres_enqueue_sql};
+use sqlx::FromRow as _;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
 use super::{
     AttendanceQuery, AttendanceStore, AttendanceSummary, NewAttendance, PURGE_REQUESTS, RECENT,
-    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, check_in_transaction,
+    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, store_request,
     insert_attendance, list_attendances, summary,
 };
 
@@ -13,6 +14,66 @@ use super::{
 const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
     (SELECT attendance_id FROM attendances WHERE retain_until_us <= $1 \
      ORDER BY retain_until_us LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// A check's writes and its read in one statement, one round trip: the child's retention,
+/// the attendance and its authorities (when kept), the outbox events, and the child's last
+/// attendances. The final SELECT sees the database as it was before the statement, so the
+/// new attendance joins it from the INSERT's RETURNING; the retention UPDATE changes no
+/// column the SELECT reads.
+fn check_sql() -> String {
+    format!(
+        "WITH retained AS ( \
+            UPDATE attendances SET retain_until_us = $2 \
+            WHERE nhs_number = $1 AND retain_until_us IS DISTINCT FROM $2 \
+         ), kept AS ( \
+            INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
+                setting_type, setting_name, arrival_us, practitioner, flag_current, record_us, \
+                retain_until_us) \
+            SELECT $4, $1, $5, $6, $7, $8, $9, $10, $11, $12, $2 WHERE $4::uuid IS NOT NULL \
+            RETURNING attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+         ), authorities AS ( \
+            INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) \
+            SELECT a.authority, kept.attendance_id, kept.arrival_us \
+            FROM kept, unnest($13::text[]) AS a(authority) \
+         ), events AS ({}) \
+         SELECT arrival_us, organisation, site, setting_type, setting_name FROM ( \
+            SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+            FROM attendances WHERE nhs_number = $1 \
+            UNION ALL \
+            SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+            FROM kept \
+         ) AS r ORDER BY arrival_us DESC, attendance_id DESC LIMIT $3",
+        postgres_enqueue_sql(14)
+    )
+}
+
+async fn check_statement(
+    conn: &mut PgConnection,
+    r: &Recording<'_>,
+) -> Result<Vec<AttendanceSummary>, StoreError> {
+    let a = r.attendance;
+    let sql = check_sql();
+    let query = sqlx::query(&sql)
+        .bind(r.nhs_number)
+        .bind(r.retain_until_us)
+        .bind(r.recent)
+        .bind(a.map(|a| a.attendance_id))
+        .bind(a.map(|a| a.organisation.as_str()))
+        .bind(a.and_then(|a| a.site.as_deref()))
+        .bind(a.map(|a| a.setting_type))
+        .bind(a.map(|a| a.setting_name.as_str()))
+        .bind(a.map(|a| a.arrival_us))
+        .bind(a.map(|a| a.practitioner.as_slice()))
+        .bind(a.map(|a| a.flag_current))
+        .bind(a.map(|a| a.record_us))
+        .bind(a.map_or(&[][..], |a| a.authorities.as_slice()));
+    let rows = PostgresEvents::of(r.events)
+        .bind(query)
+        .try_map(|row: PgRow| RecentRow::from_row(&row))
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(summary).collect())
+}
 
 /// The Postgres store.
 #[derive(Debug, Clone)]
@@ -50,7 +111,20 @@ impl AttendanceStore for PgAttendanceStore {
     where
         F: FnOnce(&[AttendanceSummary]) -> Vec<u8> + Send,
     {
-        check_in_transaction!(self.pool, enqueue_postgres, recording, answer)
+        match recording.request {
+            // One statement is atomic on its own: no BEGIN and COMMIT round trips.
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                check_statement(&mut conn, &recording).await
+            }
+            Some(key) => {
+                let mut tx = self.pool.begin().await?;
+                let recent = check_statement(&mut tx, &recording).await?;
+                store_request!(tx, key, answer(&recent));
+                tx.commit().await?;
+                Ok(recent)
+            }
+        }
     }
 
     async fn replay(&self, key: &RequestKey) -> Result<Option<Vec<u8>>, StoreError> {

@@ -288,6 +288,17 @@ pub fn open(database: &Database) -> Arc<dyn FlagStore> {
     }
 }
 
+/// The outbox rows of audit events.
+pub(crate) fn audit_rows(
+    events: Vec<AuditEvent>,
+) -> Result<Vec<cpis_mesh::outbox::NewOutboxEvent>, StoreError> {
+    events
+        .into_iter()
+        .map(cpis_mesh::outbox::NewOutboxEvent::audit)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Outbox(e.to_string()))
+}
+
 /// The outbox notifier slot a store keeps.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Notifier(Arc<OnceLock<OutboxNotifier>>);

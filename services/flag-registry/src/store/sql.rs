@@ -18,15 +18,23 @@ macro_rules! flag_store {
             database: cpis_mesh::db::Database,
             pool: $pool,
             notifier: $crate::store::Notifier,
+            /// The audit events of reads, with group commit.
+            reads: cpis_mesh::outbox::OutboxWriter,
         }
 
         impl $store {
-            /// A store on a migrated database.
+            /// A store on a migrated database (within a Tokio runtime: the writer of read
+            /// audits runs on a task of its own).
             pub fn new(database: cpis_mesh::db::Database, pool: $pool) -> Self {
+                let notifier = $crate::store::Notifier::default();
+                let committed = notifier.clone();
                 Self {
+                    reads: cpis_mesh::outbox::OutboxWriter::spawn(database.clone(), move || {
+                        committed.notify()
+                    }),
                     database,
                     pool,
-                    notifier: $crate::store::Notifier::default(),
+                    notifier,
                 }
             }
 
@@ -170,12 +178,7 @@ macro_rules! flag_store {
             conn: &mut <$db as sqlx::Database>::Connection,
             events: Vec<cpis_proto::audit::AuditEvent>,
         ) -> Result<(), $crate::store::StoreError> {
-            let rows = events
-                .into_iter()
-                .map(cpis_mesh::outbox::NewOutboxEvent::audit)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| $crate::store::StoreError::Outbox(e.to_string()))?;
-            $enqueue(conn, &rows)
+            $enqueue(conn, &$crate::store::audit_rows(events)?)
                 .await
                 .map_err(|e| $crate::store::StoreError::Outbox(e.to_string()))
         }
@@ -408,11 +411,12 @@ macro_rules! flag_store {
                 &self,
                 events: Vec<cpis_proto::audit::AuditEvent>,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin().await?;
-                enqueue(&mut tx, events).await?;
-                tx.commit().await?;
-                self.notifier.notify();
-                Ok(())
+                let rows = $crate::store::audit_rows(events)?;
+                // Concurrent reads share a commit; each answers once its event is durable.
+                self.reads
+                    .write(rows)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::Outbox(e.to_string()))
             }
         }
     };
