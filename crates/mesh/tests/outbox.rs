@@ -110,7 +110,10 @@ async fn the_writer_commits_every_callers_events_once_and_shares_commits(fx: Fix
     }
     // Callers that queued during a commit shared the next one.
     let commits = commits.load(Ordering::SeqCst);
-    assert!((1..100).contains(&commits), "{commits} commits for 100 callers");
+    assert!(
+        (1..100).contains(&commits),
+        "{commits} commits for 100 callers"
+    );
     // Nothing to write costs nothing.
     writer.write(Vec::new()).await.unwrap();
     assert_eq!(fx.rows().await.len(), 200);

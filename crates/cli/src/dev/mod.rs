@@ -1,17 +1,20 @@
 //! `cpis dev`: the whole mesh in one process on one machine, with mTLS exactly as deployed,
-//! SQLite databases and a demo, kept across restarts in a data directory.
+//! SQLite databases (or, with `--postgres` and `--redis`, a Postgres database per service and
+//! the flag registry's cache in Redis) and a demo, kept across restarts in a data directory.
 //!
 //! The first run creates, under the data directory (`.cpis` by default):
 //! - `pki/`: a CA, a certificate per workload and client certificates for the demo's
 //!   organisation systems (`pki/org-<ODS>-<system>/`);
 //! - `secrets.json`: the NHS-number pseudonym key, identity's key-encryption key and the
 //!   audit log's checkpoint key (owner-readable only);
-//! - `<service>.db`: one SQLite database per service;
+//! - `store.json`: the store the directory was created with (see [`store`]);
+//! - `<service>.db`: one SQLite database per service (without `--postgres`);
 //! - the demo: its directory and person register (imported into identity before start),
 //!   flags of each kind (uploaded through the flag registry's RPCs once the mesh is up), and
 //!   `demo.json` describing it, written last: a run that stops before it starts over.
 
 pub(crate) mod demo;
+mod store;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +33,7 @@ use crate::failure::Failure;
 use crate::output::Output;
 use crate::remote::Service;
 use demo::Demo;
+use store::{Store, StoreArgs};
 
 /// `cpis dev`
 #[derive(Debug, Args)]
@@ -43,6 +47,13 @@ pub(crate) struct DevArgs {
     /// Which logs to show on standard error (a `tracing` filter such as `info`).
     #[arg(long, default_value = "warn")]
     log: String,
+    /// A Postgres server (e.g. postgres://postgres@127.0.0.1:5432): each service gets its own
+    /// database there, `cpis_dev_<service>`, instead of an SQLite file.
+    #[arg(long, env = "CPIS_DEV_POSTGRES", value_name = "URL")]
+    postgres: Option<String>,
+    /// A Redis server (e.g. redis://127.0.0.1:6379) for the flag registry's cache.
+    #[arg(long, env = "CPIS_DEV_REDIS", value_name = "URL")]
+    redis: Option<String>,
 }
 
 const TRUST_DOMAIN: &str = "cpis.local";
@@ -50,24 +61,29 @@ const NAMESPACE: &str = "cpis";
 
 /// Runs `cpis dev` until Ctrl-C.
 pub(crate) fn run(args: DevArgs, output: Output) -> Result<(), Failure> {
-    if args.reset {
-        match std::fs::remove_dir_all(&args.data_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Failure::io(&args.data_dir, e)),
-        }
-    }
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| Failure::io(&args.data_dir, e))?;
-    let data_dir = args
-        .data_dir
-        .canonicalize()
-        .map_err(|e| Failure::io(&args.data_dir, e))?;
+    let store = StoreArgs::new(args.postgres.as_deref(), args.redis.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Failure::internal(e.to_string()))?;
-    runtime.block_on(serve(&data_dir, &args.log, output))
+    runtime.block_on(async {
+        if args.reset {
+            store.drop_databases().await?;
+            match std::fs::remove_dir_all(&args.data_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Failure::io(&args.data_dir, e)),
+            }
+        }
+        std::fs::create_dir_all(&args.data_dir).map_err(|e| Failure::io(&args.data_dir, e))?;
+        let data_dir = args
+            .data_dir
+            .canonicalize()
+            .map_err(|e| Failure::io(&args.data_dir, e))?;
+        let store = store.open(&data_dir).await?;
+        serve(&data_dir, &store, &args.log, output).await
+    })
 }
 
 /// Keys `cpis dev` generates once and keeps in `secrets.json`.
@@ -153,27 +169,25 @@ fn ensure_pki(pki: &Path) -> Result<(), Failure> {
 /// The configuration variables of one service under `cpis dev`.
 fn variables(
     data_dir: &Path,
+    store: &Store,
     secrets: &Secrets,
     service: Service,
     section: &str,
 ) -> Vec<(String, String)> {
     let tls = data_dir.join("pki").join(service.name());
     let section = section.to_ascii_uppercase();
-    let mut vars = vec![
-        ("CPIS_TLS_CA_FILE".to_owned(), tls.join("ca.crt")),
-        ("CPIS_TLS_CERT_FILE".to_owned(), tls.join("tls.crt")),
-        ("CPIS_TLS_KEY_FILE".to_owned(), tls.join("tls.key")),
-        (
-            format!("CPIS_{section}_DATABASE_URL"),
-            PathBuf::from(format!(
-                "sqlite:{}",
-                data_dir.join(format!("{}.db", service.name())).display()
-            )),
-        ),
+    let mut vars = [
+        ("CPIS_TLS_CA_FILE", tls.join("ca.crt")),
+        ("CPIS_TLS_CERT_FILE", tls.join("tls.crt")),
+        ("CPIS_TLS_KEY_FILE", tls.join("tls.key")),
     ]
     .into_iter()
-    .map(|(k, v)| (k, v.display().to_string()))
+    .map(|(k, v)| (k.to_owned(), v.display().to_string()))
     .collect::<Vec<_>>();
+    vars.push((
+        format!("CPIS_{section}_DATABASE_URL"),
+        store.database_url(service),
+    ));
     vars.push((
         "CPIS_PRIVACY_NHS_HASH_KEY".to_owned(),
         secrets.nhs_hash_key.clone(),
@@ -197,6 +211,15 @@ fn variables(
                 secrets.audit_checkpoint_key.clone(),
             ));
             vars.push(("CPIS_AUDIT_ORIGIN".to_owned(), AUDIT_ORIGIN.to_owned()));
+        }
+        Service::FlagRegistry => {
+            if let Some((url, prefix)) = store.redis() {
+                vars.push((format!("CPIS_{section}_REDIS_URL"), url.to_owned()));
+                vars.push((
+                    format!("CPIS_{section}_REDIS_KEY_PREFIX"),
+                    prefix.to_owned(),
+                ));
+            }
         }
         _ => {}
     }
@@ -222,7 +245,7 @@ async fn start<S: MeshService>(
     Ok(cpis_mesh::start(&ctx, parts).await?)
 }
 
-async fn serve(data_dir: &Path, log: &str, output: Output) -> Result<(), Failure> {
+async fn serve(data_dir: &Path, store: &Store, log: &str, output: Output) -> Result<(), Failure> {
     let pki = data_dir.join("pki");
     ensure_pki(&pki)?;
     let secrets = Secrets::ensure(data_dir)?;
@@ -238,12 +261,12 @@ async fn serve(data_dir: &Path, log: &str, output: Output) -> Result<(), Failure
     let existing = Demo::load(data_dir);
     if existing.is_none() {
         output.line("first run: creating the demo directory and person register");
-        seed::identity(data_dir).await?;
+        seed::identity(&store.database_url(Service::Identity)).await?;
     }
 
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let started = start_all(data_dir, &secrets, &shutdown).await;
+    let started = start_all(data_dir, store, &secrets, &shutdown).await;
     let servers = match started {
         Ok(servers) => servers,
         Err(failure) => {
@@ -277,7 +300,7 @@ async fn serve(data_dir: &Path, log: &str, output: Output) -> Result<(), Failure
             }
         }
     };
-    announce(data_dir, &demo, output);
+    announce(data_dir, store, &demo, output);
 
     let mut failed = None;
     for server in servers {
@@ -295,6 +318,7 @@ async fn serve(data_dir: &Path, log: &str, output: Output) -> Result<(), Failure
 
 async fn start_all(
     data_dir: &Path,
+    store: &Store,
     secrets: &Secrets,
     shutdown: &Shutdown,
 ) -> Result<Vec<RunningServer>, Failure> {
@@ -309,7 +333,8 @@ async fn start_all(
             ))
         }
     };
-    let vars = |service: Service, section: &str| variables(data_dir, secrets, service, section);
+    let vars =
+        |service: Service, section: &str| variables(data_dir, store, secrets, service, section);
     // Audit and notification first: the others ship events to them from the start.
     Ok(vec![
         start::<cpis_audit::Audit>(
@@ -354,7 +379,7 @@ async fn start_all(
     ])
 }
 
-fn announce(data_dir: &Path, demo: &Demo, output: Output) {
+fn announce(data_dir: &Path, store: &Store, demo: &Demo, output: Output) {
     if output.json {
         if let Ok(value) = serde_json::to_value(demo) {
             output.json(&value);
@@ -395,6 +420,9 @@ fn announce(data_dir: &Path, demo: &Demo, output: Output) {
         "data: {} (demo users, certificates and NHS numbers in demo.json)",
         data_dir.display()
     ));
+    if let Some(store) = store.describe() {
+        lines.push(store);
+    }
     lines.push(String::new());
     lines.push("Try, in another terminal:".to_owned());
     let default_dir = std::env::current_dir()

@@ -28,12 +28,11 @@ use crate::remote::Service;
 
 const ACTOR: &str = "cpis-dev";
 
-/// Imports the demo directory and person register into identity's database.
-pub(super) async fn identity(data_dir: &Path) -> Result<(), Failure> {
-    let url = format!("sqlite:{}", data_dir.join("identity.db").display());
-    let store = cpis_identity::store::open(&url)
+/// Imports the demo directory and person register into identity's database at `url`.
+pub(super) async fn identity(url: &str) -> Result<(), Failure> {
+    let store = cpis_identity::store::open(url)
         .await
-        .map_err(|e| Failure::internal(format!("{url}: {e}")))?;
+        .map_err(|e| Failure::internal(format!("identity's database: {e}")))?;
     let hasher = CredentialHasher::new().map_err(|e| Failure::internal(e.to_string()))?;
     let actor = AuditActor::tool(ACTOR);
     import_directory(store.as_ref(), &hasher, 12, demo::DIRECTORY, false, &actor)
