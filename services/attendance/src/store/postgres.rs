@@ -6,8 +6,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
 use super::{
     AttendanceQuery, AttendanceStore, AttendanceSummary, NewAttendance, PURGE_REQUESTS, RECENT,
-    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, store_request,
-    insert_attendance, list_attendances, summary,
+    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, insert_attendance,
+    list_attendances, store_request, summary,
 };
 
 // Rows another replica's sweep holds are skipped, not waited for: that sweep deletes them.
