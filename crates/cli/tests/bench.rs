@@ -289,8 +289,8 @@ impl Mesh {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_short_run_reports_every_check_answered_without_errors() {
+/// The mesh with Camden's two flags, and the nurse's token.
+async fn start_flagged() -> (Mesh, String) {
     let mesh = start().await;
     let social = mesh.sign_in("E09000007", "case", "sw.patel").await;
     for (i, number) in FLAGGED.iter().enumerate() {
@@ -299,6 +299,22 @@ async fn a_short_run_reports_every_check_answered_without_errors() {
     // The nurse's EHR certificate signs in, as `cpis login` would.
     let _ = mesh.pki.org_system("RJ1", "ehr");
     let nurse = mesh.sign_in("RJ1", "ehr", "nurse.jones").await;
+    (mesh, nurse)
+}
+
+/// `--nhs-number` for each of the three children.
+const CHILDREN: [&str; 6] = [
+    "--nhs-number",
+    FLAGGED[0],
+    "--nhs-number",
+    FLAGGED[1],
+    "--nhs-number",
+    UNFLAGGED,
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_run_reports_every_check_answered_without_errors() {
+    let (mesh, nurse) = start_flagged().await;
     let data_dir = tempfile::tempdir().unwrap();
 
     let text = mesh
@@ -332,6 +348,10 @@ async fn a_short_run_reports_every_check_answered_without_errors() {
     assert_eq!(report["organisation"], "RJ1");
     assert_eq!(report["concurrency"], 4);
     assert!(report["baseline"].is_null());
+    assert!(
+        report["open_loop"].is_null(),
+        "closed loop only: {report:#}"
+    );
     for key in ["p50", "p90", "p95", "p99", "max", "mean"] {
         assert!(check["latency_ms"][key].is_number(), "{key}: {report:#}");
     }
@@ -385,4 +405,124 @@ fn without_children_to_check_it_says_what_to_pass() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--nhs-number"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_loop_run_sends_on_schedule_and_half_peak_reports_both_phases() {
+    let (mesh, nurse) = start_flagged().await;
+    let data_dir = tempfile::tempdir().unwrap();
+
+    // 20 checks/s for 2 s: the checks due at 0, 50 ms, ..., 1950 ms; then the health RPC
+    // at the same rate.
+    let args = [
+        &["--rate", "20", "--duration", "2s", "--baseline"][..],
+        &CHILDREN,
+    ]
+    .concat();
+    let text = mesh.bench(&nurse, data_dir.path(), true, &args).await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert!(report["check"].is_null(), "no closed loop: {report:#}");
+    assert!(report["baseline"].is_null(), "{report:#}");
+    assert!(report["check_to_baseline_ratio"].is_null(), "{report:#}");
+    assert_eq!(report["concurrency"], 64, "{report:#}");
+    let open = &report["open_loop"];
+    assert_eq!(
+        open["rpc"],
+        "cpis.attendance.v1.AttendanceService/RecordAttendance"
+    );
+    assert_eq!(open["rate_from"], "--rate");
+    assert_eq!(open["offered_rate"], 20.0, "{report:#}");
+    assert_eq!(open["max_in_flight"], 64, "{report:#}");
+    assert_eq!(open["latency_from"], "scheduled send time");
+    assert_eq!(open["requests"], 40, "{report:#}");
+    assert_eq!(open["ok"], 40, "{report:#}");
+    assert_eq!(open["errors"], 0, "{report:#}");
+    assert_eq!(open["errors_by_code"], serde_json::json!({}));
+    // Round robin over three children, two flagged.
+    assert_eq!(open["flagged_answers"], 27, "{report:#}");
+    // However slow the machine, the schedule never runs ahead: the last check is due at
+    // 1.95 s.
+    let elapsed = open["elapsed_seconds"].as_f64().unwrap();
+    assert!(elapsed >= 1.95, "{report:#}");
+    let achieved = open["achieved_rate"].as_f64().unwrap();
+    assert!(achieved > 0.0 && achieved <= 20.0, "{report:#}");
+    assert_eq!(open["unsent"], 0, "{report:#}");
+    for key in ["late", "waited_for_in_flight_cap", "max_behind_schedule_ms"] {
+        assert!(open[key].is_number(), "{key}: {report:#}");
+    }
+    for key in ["p50", "p90", "p95", "p99", "max", "mean"] {
+        assert!(open["latency_ms"][key].is_number(), "{key}: {report:#}");
+    }
+    let health = &open["baseline"];
+    assert_eq!(health["rpc"], "grpc.health.v1.Health/Check", "{report:#}");
+    assert_eq!(health["requests"], 40, "{report:#}");
+    assert_eq!(health["ok"], 40, "{report:#}");
+    assert_eq!(health["offered_rate"], 20.0, "{report:#}");
+
+    // Issue 6's two figures from one command: the closed-loop peak, then half of it.
+    let args = [
+        &[
+            "--rate",
+            "half-peak",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+        ][..],
+        &CHILDREN,
+    ]
+    .concat();
+    let text = mesh.bench(&nurse, data_dir.path(), true, &args).await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["concurrency"], 2, "{report:#}");
+    let check = &report["check"];
+    assert_eq!(check["errors"], 0, "{report:#}");
+    let peak_requests = check["requests"].as_u64().unwrap();
+    assert!(peak_requests > 0, "{report:#}");
+    let peak = check["requests_per_second"].as_f64().unwrap();
+    let open = &report["open_loop"];
+    assert_eq!(open["rate_from"], "half the closed-loop peak", "{report:#}");
+    assert_eq!(open["max_in_flight"], 64, "{report:#}");
+    let offered = open["offered_rate"].as_f64().unwrap();
+    assert!((offered - peak / 2.0).abs() <= 0.1, "{report:#}");
+    assert_eq!(open["errors"], 0, "{report:#}");
+    // The checks due in 1 s at half the peak: about half the closed loop's in 1 s.
+    let sent = open["requests"].as_f64().unwrap();
+    assert!((sent - offered).abs() <= 2.0, "{report:#}");
+    assert!(open["latency_ms"]["p99"].is_number(), "{report:#}");
+
+    // Far more than one check in flight can answer: the run still ends with --duration,
+    // and every check due is either sent or counted as unsent.
+    let args = [
+        &["--rate", "100000", "--duration", "1s", "--concurrency", "1"][..],
+        &CHILDREN,
+    ]
+    .concat();
+    let text = mesh.bench(&nurse, data_dir.path(), true, &args).await;
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let open = &report["open_loop"];
+    assert_eq!(open["max_in_flight"], 1, "{report:#}");
+    assert_eq!(open["errors"], 0, "{report:#}");
+    let sent = open["requests"].as_u64().unwrap();
+    let unsent = open["unsent"].as_u64().unwrap();
+    assert!(sent > 0 && unsent > 0, "{report:#}");
+    assert_eq!(sent + unsent, 100_000, "{report:#}");
+    assert!(
+        open["waited_for_in_flight_cap"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(open["late"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(
+        open["achieved_rate"].as_f64().unwrap() < 100_000.0,
+        "{report:#}"
+    );
+
+    // As text.
+    let args = [&["--rate", "10", "--requests", "5"][..], &CHILDREN].concat();
+    let text = mesh.bench(&nurse, data_dir.path(), false, &args).await;
+    assert!(text.contains("at most 64 in flight"), "{text}");
+    assert!(text.contains("open loop at 10.0 checks/s"), "{text}");
+    assert!(text.contains("5 requests"), "{text}");
+    assert!(text.contains("behind schedule"), "{text}");
+    assert!(text.contains("p99"), "{text}");
 }

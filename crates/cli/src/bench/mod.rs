@@ -1,15 +1,20 @@
 //! `cpis bench`: load generators against a running mesh (`cpis dev` or a deployed one).
 //!
-//! `cpis bench check` is closed-loop: each of `--concurrency` workers sends a check, waits
-//! for its answer, and sends the next, for `--duration` or until `--requests` have been
-//! sent. Latencies go to a fixed-bucket histogram per worker ([`histogram`]), merged at the
-//! end. With `--baseline`, the same load then runs against `grpc.health.v1.Health/Check`
-//! over the same mTLS channels: the ceiling of the RPC stack, to compare the check with.
+//! `cpis bench check` is closed-loop ([`closed_loop`]): each of `--concurrency` workers
+//! sends a check, waits for its answer, and sends the next, for `--duration` or until
+//! `--requests` have been sent. Latencies go to a fixed-bucket histogram per worker
+//! ([`histogram`]), merged at the end. With `--baseline`, the same load then runs against
+//! `grpc.health.v1.Health/Check` over the same mTLS channels: the ceiling of the RPC stack,
+//! to compare the check with.
+//!
+//! With `--rate`, it is open-loop instead ([`open_loop`]): checks are sent on a fixed
+//! schedule whatever the answers do, and timed from their scheduled send time. With
+//! `--rate half-peak`, a closed-loop phase finds the peak first and an open-loop phase then
+//! runs at half of it: issue 6's two figures from one command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use cpis_mesh::client::MeshChannel;
@@ -25,13 +30,16 @@ use crate::failure::Failure;
 use crate::output::Output;
 use crate::remote::{Remote, Service, parse_duration};
 
+mod closed_loop;
 mod histogram;
 mod notify;
 mod numbers;
+mod open_loop;
 mod report;
 
 use histogram::Histogram;
-use report::{Phase, Report};
+use open_loop::Rate;
+use report::{OpenLoop, Phase, Report};
 
 /// `cpis bench ...`
 #[derive(Debug, Args)]
@@ -45,7 +53,8 @@ pub(crate) struct BenchArgs {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Checks (RecordAttendance) from concurrent workers, each waiting for its answer before
-    /// the next; prints requests/s, latency percentiles and errors by status code.
+    /// the next, or with --rate on a fixed schedule; prints requests/s, latency percentiles
+    /// and errors by status code.
     Check(CheckArgs),
     /// How long after a check returns its authority's live stream hears of it (through the
     /// outbox); prints p50/p95/p99.
@@ -55,9 +64,16 @@ enum BenchCommand {
 /// `cpis bench check ...`
 #[derive(Debug, Clone, Args)]
 struct CheckArgs {
-    /// Workers, each with one check in flight at a time.
-    #[arg(long, short = 'c', default_value_t = 8)]
-    concurrency: u32,
+    /// Workers, each with one check in flight at a time [default: 8]. With --rate N: the
+    /// most checks in flight at once [default: 64]; with --rate half-peak, the open-loop
+    /// phase allows 64 or this, whichever is more.
+    #[arg(long, short = 'c')]
+    concurrency: Option<u32>,
+    /// Open loop: send this many checks per second on a fixed schedule, whatever the
+    /// answers do, timing each from its scheduled send time; or `half-peak`: a closed-loop
+    /// phase first, then an open-loop one at half its rate, each with these limits.
+    #[arg(long, value_parser = open_loop::parse_rate)]
+    rate: Option<Rate>,
     /// How long to run (unless --requests are sent first).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
@@ -79,7 +95,7 @@ struct CheckArgs {
     #[arg(long, default_value = "")]
     site: String,
     /// Then run the same load against the health RPC over the same channels, as the
-    /// ceiling of the RPC stack, and print the ratio.
+    /// ceiling of the RPC stack, and print the ratio (open loop: at the same rate).
     #[arg(long)]
     baseline: bool,
 }
@@ -96,6 +112,11 @@ pub(crate) fn run(args: BenchArgs, output: Output) -> Result<(), Failure> {
 
 /// Without --duration or --requests, a run lasts this long.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Closed-loop workers without --concurrency.
+const DEFAULT_WORKERS: u32 = 8;
+/// Open loop: the most checks in flight without --concurrency; enough for 10 ms answers
+/// at over 6,000 checks/s, so that the cap, not the service, rarely sets the pace.
+const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
 
 /// When a run stops: after a time, a number of calls, or the first of both.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +126,7 @@ struct Limits {
 }
 
 fn run_check(remote: &Remote, args: &CheckArgs, output: Output) -> Result<(), Failure> {
-    if args.concurrency == 0 || args.connections == 0 || args.requests == Some(0) {
+    if args.concurrency == Some(0) || args.connections == 0 || args.requests == Some(0) {
         return Err(Failure::usage(
             "--concurrency, --connections and --requests must be more than 0",
         ));
@@ -147,31 +168,110 @@ fn run_check(remote: &Remote, args: &CheckArgs, output: Output) -> Result<(), Fa
         setting,
         authorization,
     });
-    let (check, baseline) = runtime.block_on(async {
-        let check = load(&channels, args.concurrency, limits, Target::Check(calls)).await;
-        let baseline = if args.baseline {
-            Some(load(&channels, args.concurrency, limits, Target::Health).await)
-        } else {
-            None
-        };
-        (check, baseline)
-    });
-    if check.histogram.count() == 0
-        && let Some(status) = &check.first_error
-    {
-        return Err(Failure::from_status("every check failed", status));
-    }
+    let workers = args.concurrency.unwrap_or(DEFAULT_WORKERS);
+    let closed = match args.rate {
+        Some(Rate::PerSecond(_)) => None,
+        None | Some(Rate::HalfPeak) => {
+            let pace = Pace::Closed { workers };
+            let closed = runtime.block_on(phase(&channels, pace, limits, &calls, args.baseline));
+            every_check_failed(&closed.0)?;
+            Some(closed)
+        }
+    };
+    let open_pace = match args.rate {
+        None => None,
+        Some(Rate::PerSecond(rate)) => Some(Pace::Open {
+            rate,
+            max_in_flight: args.concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        }),
+        Some(Rate::HalfPeak) => {
+            let peak = closed.as_ref().map_or(0.0, |(check, _)| check.rate());
+            if peak <= 0.0 {
+                return Err(Failure::usage(
+                    "the closed-loop phase sent no checks: no peak to halve",
+                ));
+            }
+            Some(Pace::Open {
+                rate: peak / 2.0,
+                max_in_flight: workers.max(DEFAULT_MAX_IN_FLIGHT),
+            })
+        }
+    };
+    let open = match open_pace {
+        Some(pace) => {
+            let (check, baseline) =
+                runtime.block_on(phase(&channels, pace, limits, &calls, args.baseline));
+            every_check_failed(&check)?;
+            Some(OpenLoop {
+                half_peak: args.rate == Some(Rate::HalfPeak),
+                check,
+                baseline,
+            })
+        }
+        None => None,
+    };
+    let (check, baseline) = closed.map_or((None, None), |(c, b)| (Some(c), b));
     let report = Report {
         target: remote.address(Service::Attendance),
         organisation,
         children: children.source,
-        concurrency: args.concurrency,
+        concurrency: match args.rate {
+            Some(Rate::PerSecond(_)) => args.concurrency.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            _ => workers,
+        },
         connections: args.connections,
         check,
         baseline,
+        open_loop: open,
     };
     report.print(output);
     Ok(())
+}
+
+/// How a phase sends its calls.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Closed loop: `workers`, each with one call in flight.
+    Closed { workers: u32 },
+    /// Open loop: `rate` calls a second on a fixed schedule, at most `max_in_flight` at once.
+    Open { rate: f64, max_in_flight: u32 },
+}
+
+/// Runs the checks at `pace` until `limits`, then, with `baseline`, the health RPC at the
+/// same pace.
+async fn phase(
+    channels: &[MeshChannel],
+    pace: Pace,
+    limits: Limits,
+    calls: &Arc<Calls>,
+    baseline: bool,
+) -> (Phase, Option<Phase>) {
+    let paced = |target| async move {
+        match pace {
+            Pace::Closed { workers } => closed_loop::load(channels, workers, limits, target).await,
+            Pace::Open {
+                rate,
+                max_in_flight,
+            } => open_loop::load(channels, rate, max_in_flight, limits, target).await,
+        }
+    };
+    let check = paced(Target::Check(Arc::clone(calls))).await;
+    let baseline = if baseline {
+        Some(paced(Target::Health).await)
+    } else {
+        None
+    };
+    (check, baseline)
+}
+
+/// Fails the command, with the first failure's code, if no check of `phase` was answered.
+fn every_check_failed(phase: &Phase) -> Result<(), Failure> {
+    match &phase.first_error {
+        Some(status) if phase.histogram.count() == 0 => {
+            Err(Failure::from_status("every check failed", status))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What every check sends.
@@ -201,6 +301,23 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts one call's outcome, which took `latency` if answered OK.
+    fn count(&mut self, outcome: Result<bool, tonic::Status>, latency: Duration) {
+        match outcome {
+            Ok(flagged) => {
+                self.histogram.record(latency);
+                self.flagged += u64::from(flagged);
+            }
+            Err(status) => {
+                *self
+                    .errors
+                    .entry(cpis_mesh::metrics::code_name(status.code()))
+                    .or_default() += 1;
+                self.first_error.get_or_insert(status);
+            }
+        }
+    }
+
     fn merge(&mut self, other: Self) {
         self.histogram.merge(&other.histogram);
         for (code, n) in other.errors {
@@ -210,61 +327,6 @@ impl Tally {
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
-    }
-}
-
-/// Runs `concurrency` closed-loop workers against `target` until `limits`; the merged
-/// tally and the elapsed time.
-async fn load(channels: &[MeshChannel], concurrency: u32, limits: Limits, target: Target) -> Phase {
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let until = limits.duration.map(|d| started + d);
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..concurrency {
-        let channel = channels[worker as usize % channels.len()].clone();
-        let sent = Arc::clone(&sent);
-        let target = target.clone();
-        workers.spawn(async move {
-            let mut tally = Tally::default();
-            loop {
-                if until.is_some_and(|u| Instant::now() >= u) {
-                    break;
-                }
-                let n = sent.fetch_add(1, Ordering::Relaxed);
-                if limits.requests.is_some_and(|max| n >= max) {
-                    break;
-                }
-                let begun = Instant::now();
-                let outcome = call(&channel, &target, n).await;
-                match outcome {
-                    Ok(flagged) => {
-                        tally.histogram.record(begun.elapsed());
-                        tally.flagged += u64::from(flagged);
-                    }
-                    Err(status) => {
-                        *tally
-                            .errors
-                            .entry(cpis_mesh::metrics::code_name(status.code()))
-                            .or_default() += 1;
-                        tally.first_error.get_or_insert(status);
-                    }
-                }
-            }
-            tally
-        });
-    }
-    let mut total = Tally::default();
-    while let Some(done) = workers.join_next().await {
-        if let Ok(tally) = done {
-            total.merge(tally);
-        }
-    }
-    Phase {
-        elapsed: started.elapsed(),
-        histogram: total.histogram,
-        errors: total.errors,
-        flagged: total.flagged,
-        first_error: total.first_error,
     }
 }
 

@@ -1,4 +1,6 @@
 //! The report of `cpis bench check`: text for people, one JSON document with `--json`.
+//! `check`, `baseline` and `check_to_baseline_ratio` are the closed-loop phase's, as they
+//! were before the open-loop mode; the open-loop phase's figures are under `open_loop`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -6,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::histogram::Histogram;
+use super::open_loop::{LATE_AFTER, Schedule};
 use crate::output::{Output, Table};
 
 /// What one load (the checks, or the health baseline) measured.
@@ -21,6 +24,8 @@ pub(super) struct Phase {
     pub(super) flagged: u64,
     /// The first failure, to explain a run where every call failed.
     pub(super) first_error: Option<tonic::Status>,
+    /// Open loop: how the schedule was kept (latencies then run from scheduled send times).
+    pub(super) schedule: Option<Schedule>,
 }
 
 impl Phase {
@@ -37,7 +42,7 @@ impl Phase {
     }
 
     /// Calls answered (OK or not) per second.
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
             self.requests() as f64 / seconds
@@ -68,7 +73,7 @@ impl Phase {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
-        json!({
+        let mut phase = json!({
             "rpc": rpc,
             "requests": self.requests(),
             "ok": self.ok(),
@@ -77,7 +82,28 @@ impl Phase {
             "elapsed_seconds": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             "requests_per_second": (self.rate() * 10.0).round() / 10.0,
             "latency_ms": latency,
-        })
+        });
+        if let Some(schedule) = &self.schedule {
+            phase["offered_rate"] = json!((schedule.offered_rate * 10.0).round() / 10.0);
+            let achieved = schedule.achieved_rate(self.requests(), self.elapsed);
+            phase["achieved_rate"] = json!((achieved * 10.0).round() / 10.0);
+            phase["max_in_flight"] = json!(schedule.max_in_flight);
+            phase["late"] = json!(schedule.late);
+            phase["waited_for_in_flight_cap"] = json!(schedule.waited_for_cap);
+            phase["unsent"] = json!(schedule.unsent);
+            phase["max_behind_schedule_ms"] =
+                json!((schedule.max_behind.as_secs_f64() * 1_000_000.0).round() / 1000.0);
+            phase["latency_from"] = json!("scheduled send time");
+        }
+        phase
+    }
+
+    /// [`Self::json`] of the checks, with the answers' flags counted.
+    fn check_json(&self) -> Value {
+        let mut check = self.json(CHECK_RPC);
+        check["flagged_answers"] = json!(self.flagged);
+        check["unflagged_answers"] = json!(self.ok() - self.flagged);
+        check
     }
 
     fn lines(&self, title: &str, output: Output) {
@@ -99,6 +125,74 @@ impl Phase {
         for (code, n) in &self.errors {
             output.line(&format!("  {code}: {n}"));
         }
+        if let Some(schedule) = &self.schedule {
+            if schedule.unsent > 0 {
+                output.line(&format!(
+                    "  unsent: {} checks due were still waiting for the cap when the run ended",
+                    schedule.unsent
+                ));
+            }
+            output.line(&format!(
+                "  behind schedule: {} sent more than {} ms late ({} waited for the cap of {} \
+                 in flight), at most {:.3} ms",
+                schedule.late,
+                LATE_AFTER.as_millis(),
+                schedule.waited_for_cap,
+                schedule.max_in_flight,
+                schedule.max_behind.as_secs_f64() * 1000.0
+            ));
+        }
+    }
+}
+
+/// The open-loop phase: the checks, and the health RPC at the same rate when asked for.
+#[derive(Debug)]
+pub(super) struct OpenLoop {
+    /// Whether the rate was half the closed-loop phase's (else `--rate`'s).
+    pub(super) half_peak: bool,
+    /// The checks.
+    pub(super) check: Phase,
+    /// The health RPC at the same rate, when asked for.
+    pub(super) baseline: Option<Phase>,
+}
+
+impl OpenLoop {
+    fn rate_from(&self) -> &'static str {
+        if self.half_peak {
+            "half the closed-loop peak"
+        } else {
+            "--rate"
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut open = self.check.check_json();
+        open["rate_from"] = json!(self.rate_from());
+        open["baseline"] = json!(self.baseline.as_ref().map(|b| b.json(HEALTH_RPC)));
+        open
+    }
+
+    fn lines(&self, output: Output) {
+        let (offered, achieved) = self.check.schedule.as_ref().map_or((0.0, 0.0), |s| {
+            (
+                s.offered_rate,
+                s.achieved_rate(self.check.requests(), self.check.elapsed),
+            )
+        });
+        output.line(&format!(
+            "open loop at {offered:.1} checks/s offered ({}), {achieved:.1}/s achieved; \
+             latencies from each check's scheduled send time",
+            self.rate_from()
+        ));
+        self.check.lines("checks", output);
+        output.line(&format!(
+            "  answers with flags: {}, without: {}",
+            self.check.flagged,
+            self.check.ok() - self.check.flagged
+        ));
+        if let Some(baseline) = &self.baseline {
+            baseline.lines("health baseline (same rate, same channels)", output);
+        }
     }
 }
 
@@ -111,14 +205,16 @@ pub(super) struct Report {
     pub(super) organisation: String,
     /// Where the children came from.
     pub(super) children: String,
-    /// Workers.
+    /// Closed-loop workers (open loop only: the most checks in flight).
     pub(super) concurrency: u32,
     /// HTTP/2 connections.
     pub(super) connections: u32,
-    /// The checks.
-    pub(super) check: Phase,
-    /// The health RPC under the same load, when asked for.
+    /// The closed-loop checks, unless only an open loop ran (`--rate N`).
+    pub(super) check: Option<Phase>,
+    /// The health RPC under the same closed-loop load, when asked for.
     pub(super) baseline: Option<Phase>,
+    /// The open-loop phase, with `--rate`.
+    pub(super) open_loop: Option<OpenLoop>,
 }
 
 const CHECK_RPC: &str = "cpis.attendance.v1.AttendanceService/RecordAttendance";
@@ -127,43 +223,52 @@ const HEALTH_RPC: &str = "grpc.health.v1.Health/Check";
 impl Report {
     /// The checks' throughput as a share of the health RPC's.
     fn ratio(&self) -> Option<f64> {
+        let check = self.check.as_ref()?.rate();
         let baseline = self.baseline.as_ref()?.rate();
-        (baseline > 0.0).then(|| (self.check.rate() / baseline * 1000.0).round() / 1000.0)
+        (baseline > 0.0).then(|| (check / baseline * 1000.0).round() / 1000.0)
     }
 
     /// Prints the report as `output` asks.
     pub(super) fn print(&self, output: Output) {
         if output.json {
-            let mut check = self.check.json(CHECK_RPC);
-            check["flagged_answers"] = json!(self.check.flagged);
-            check["unflagged_answers"] = json!(self.check.ok() - self.check.flagged);
             output.json(&json!({
                 "target": self.target,
                 "organisation": self.organisation,
                 "children": self.children,
                 "concurrency": self.concurrency,
                 "connections": self.connections,
-                "check": check,
+                "check": self.check.as_ref().map(Phase::check_json),
                 "baseline": self.baseline.as_ref().map(|b| b.json(HEALTH_RPC)),
                 "check_to_baseline_ratio": self.ratio(),
+                "open_loop": self.open_loop.as_ref().map(OpenLoop::json),
             }));
             return;
         }
+        let load = if self.check.is_some() {
+            format!("{} workers", self.concurrency)
+        } else {
+            format!("at most {} in flight", self.concurrency)
+        };
         output.line(&format!(
-            "cpis bench check: {} at {}, {} workers on {} connection(s), children from {}",
-            self.organisation, self.target, self.concurrency, self.connections, self.children
+            "cpis bench check: {} at {}, {load} on {} connection(s), children from {}",
+            self.organisation, self.target, self.connections, self.children
         ));
-        self.check.lines("checks", output);
-        output.line(&format!(
-            "  answers with flags: {}, without: {}",
-            self.check.flagged,
-            self.check.ok() - self.check.flagged
-        ));
+        if let Some(check) = &self.check {
+            check.lines("checks", output);
+            output.line(&format!(
+                "  answers with flags: {}, without: {}",
+                check.flagged,
+                check.ok() - check.flagged
+            ));
+        }
         if let Some(baseline) = &self.baseline {
             baseline.lines("health baseline (same load, same channels)", output);
         }
         if let Some(ratio) = self.ratio() {
             output.line(&format!("checks/s as a share of health/s: {ratio:.3}"));
+        }
+        if let Some(open) = &self.open_loop {
+            open.lines(output);
         }
     }
 }
