@@ -48,6 +48,7 @@ contract!(
     a_batch_larger_than_one_statement_is_written_whole_and_in_order,
     the_writer_commits_every_callers_events_once_and_shares_commits,
     a_failed_group_commit_reaches_every_caller_in_it,
+    queued_events_are_written_without_the_caller_waiting,
     committed_writes_carry_the_trace_context,
     leases_keep_claims_apart_and_fence_releases,
     a_destination_down_while_100_events_are_written_gets_each_once,
@@ -142,6 +143,23 @@ async fn a_failed_group_commit_reaches_every_caller_in_it(fx: Fixture) {
     assert!(failed >= 1, "the caller with the duplicate heard the error");
     // What failed left nothing; what succeeded (callers in other commits) is there once.
     assert_eq!(fx.rows().await.len(), 1 + 10 - failed);
+}
+
+async fn queued_events_are_written_without_the_caller_waiting(fx: Fixture) {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counter = commits.clone();
+    let writer = OutboxWriter::spawn(fx.db.clone(), move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let queued = events(3);
+    writer.queue(queued.clone()).await.unwrap();
+    writer.write(events(1)).await.unwrap();
+    assert!(eventually(PATIENCE, || async { fx.rows().await.len() == 4 }).await);
+    let rows = fx.rows().await;
+    for event in &queued {
+        assert_eq!(rows.iter().filter(|r| r.id == event.id()).count(), 1);
+    }
+    assert!(commits.load(Ordering::SeqCst) >= 1);
 }
 
 async fn committed_writes_carry_the_trace_context(fx: Fixture) {

@@ -137,7 +137,8 @@ async fn an_unflagged_child_is_an_ordinary_answer_audited_but_not_kept(url: &str
     assert_eq!(audits[0].event_id, answer.check_id);
     assert_eq!(audits[0].nhs_number.as_ref().unwrap().value, child);
     assert!(mesh.notification_events().await.is_empty());
-    assert_eq!(mesh.flag_reads().await, 1, "the flag registry was asked");
+    mesh.assert_flag_reads(1, "the flag registry was asked")
+        .await;
 }
 
 async fn a_scheduled_setting_views_silently(url: &str) {
@@ -198,7 +199,7 @@ async fn the_wrong_activity_or_organisation_is_refused_before_any_lookup(url: &s
     mesh.check(&mesh.clinician(TRUST), TRUST, ED, &flagged)
         .await
         .unwrap();
-    assert_eq!(mesh.flag_reads().await, 1);
+    mesh.assert_flag_reads(1, "asked once").await;
 }
 
 async fn an_invalid_nhs_number_is_refused_naming_the_field(url: &str) {
@@ -350,7 +351,8 @@ async fn a_retry_with_the_same_request_id_answers_as_the_first_and_records_nothi
     assert_eq!(mesh.attendances_of(&child).await, 1);
     assert_eq!(mesh.audit_events().await.len(), 1);
     assert_eq!(mesh.notification_events().await.len(), 1);
-    assert_eq!(mesh.flag_reads().await, 1, "a retry asks nothing again");
+    mesh.assert_flag_reads(1, "a retry asks nothing again")
+        .await;
 
     // Concurrent first calls with one id: one check recorded, every caller the same answer.
     request.request_id = uuid::Uuid::new_v4().to_string();

@@ -1,27 +1,45 @@
 //! Group commit for outbox events that stand alone: the audit events of reads, which change
 //! nothing else and so have no transaction of their own to ride in.
 //!
-//! Writing each read's event in its own transaction costs a durable commit per read: on a
-//! busy service that is one WAL flush per request, the dominant cost of a cached read. The
-//! [`OutboxWriter`] queues the events of concurrent callers and writes whatever has queued
-//! while the previous write was committing in one transaction. Each caller still waits until
-//! its events are durable before it answers, so nothing is answered that is not audited; under
-//! load, many callers share one commit. At low load a caller waits for exactly one commit, as
-//! before.
+//! Writing each read's event in a transaction of its own costs a statement, a commit and a
+//! connection per read. The [`OutboxWriter`] queues the events of concurrent callers and
+//! writes together whatever has queued while earlier writes were committing: at most
+//! [`PARALLEL_COMMITS`] transactions at once, each taking every caller that waits. Under load
+//! many callers share one commit; at low load a caller waits for one commit, as before.
+//!
+//! [`OutboxWriter::write`] answers once the events are durable: for a read whose answer must
+//! not leave before its audit event is stored. [`OutboxWriter::queue`] answers once the events
+//! are queued: for a read whose access is recorded durably elsewhere as well (the flag
+//! registry's read on behalf of a check, which attendance audits in the check's own commit),
+//! so that a second commit does not lengthen the check. Queued events are retried on failure
+//! and logged as lost if the database refuses them throughout; a process that dies holds
+//! what is queued in memory only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::{NewOutboxEvent, OutboxError, enqueue_postgres, enqueue_sqlite};
 use crate::db::Database;
 
+/// How many transactions the writer has in flight at once. Postgres flushes concurrent
+/// commits together, so a few in flight keep a caller from waiting for a commit it is not in.
+const PARALLEL_COMMITS: usize = 4;
+
 /// How many callers' events one transaction takes at most.
 const MAX_CALLERS_PER_COMMIT: usize = 256;
 
-/// How many callers may wait for a commit before new ones wait to queue.
+/// How many callers may queue before new ones wait to.
 const QUEUE: usize = 4096;
+
+/// The pauses before a queued (unawaited) batch is written again after a failure.
+const RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
 
 /// Writes standalone outbox events with group commit (see the module's documentation).
 /// Cloning shares the writer; its task ends when the last clone is dropped.
@@ -36,9 +54,12 @@ impl std::fmt::Debug for OutboxWriter {
     }
 }
 
+type Done = oneshot::Sender<Result<(), Arc<OutboxError>>>;
+
 struct Job {
     events: Vec<NewOutboxEvent>,
-    done: oneshot::Sender<Result<(), Arc<OutboxError>>>,
+    /// The caller waiting for the commit; none for a queued job.
+    done: Option<Done>,
 }
 
 impl OutboxWriter {
@@ -46,63 +67,125 @@ impl OutboxWriter {
     /// outbox relay there).
     pub fn spawn(database: Database, committed: impl Fn() + Send + Sync + 'static) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(database, queue, committed));
+        tokio::spawn(run(database, queue, Arc::new(committed)));
         Self { jobs }
     }
 
     /// Writes `events` durably, in one transaction with other callers' events; answers once
     /// they are committed. On an error nothing of the shared transaction is written, and every
-    /// caller in it hears the error.
+    /// waiting caller in it hears the error.
     pub async fn write(&self, events: Vec<NewOutboxEvent>) -> Result<(), OutboxError> {
         if events.is_empty() {
             return Ok(());
         }
         let (done, written) = oneshot::channel();
-        self.jobs
-            .send(Job { events, done })
-            .await
-            .map_err(|_| OutboxError::WriterStopped)?;
+        self.send(Job {
+            events,
+            done: Some(done),
+        })
+        .await?;
         match written.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(shared)) => Err(OutboxError::Batch(shared.to_string())),
             Err(_) => Err(OutboxError::WriterStopped),
         }
     }
+
+    /// Queues `events` for the next commit and answers at once (see the module's
+    /// documentation for when that is enough).
+    pub async fn queue(&self, events: Vec<NewOutboxEvent>) -> Result<(), OutboxError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.send(Job { events, done: None }).await
+    }
+
+    async fn send(&self, job: Job) -> Result<(), OutboxError> {
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| OutboxError::WriterStopped)
+    }
 }
 
-async fn run(
-    database: Database,
-    mut queue: mpsc::Receiver<Job>,
-    committed: impl Fn() + Send + Sync + 'static,
-) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_CALLERS_PER_COMMIT);
-    // `recv_many` takes what has queued (at least one job), up to the limit, without waiting
-    // for more: whatever arrived during the previous commit goes into the next.
-    while queue
-        .recv_many(&mut batch, MAX_CALLERS_PER_COMMIT)
-        .await
-        .gt(&0)
-    {
-        let events: Vec<NewOutboxEvent> = batch
-            .iter_mut()
-            .flat_map(|job| std::mem::take(&mut job.events))
-            .collect();
-        let span = tracing::debug_span!(
-            "outbox.group_commit",
-            callers = batch.len(),
-            events = events.len()
-        );
-        let result = write(&database, &events).instrument(span).await;
-        if result.is_ok() {
-            committed();
+type Committed = Arc<dyn Fn() + Send + Sync>;
+
+async fn run(database: Database, mut queue: mpsc::Receiver<Job>, committed: Committed) {
+    let slots = Arc::new(Semaphore::new(PARALLEL_COMMITS));
+    loop {
+        // A free slot first, then whatever has queued (at least one job): callers that arrive
+        // while every slot is busy go together into the next transaction.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(16);
+        if queue.recv_many(&mut batch, MAX_CALLERS_PER_COMMIT).await == 0 {
+            return;
         }
-        let result = result.map_err(Arc::new);
-        for job in batch.drain(..) {
-            // A caller that gave up (its deadline passed) no longer listens; its events are
-            // written all the same.
-            let _ = job.done.send(result.clone());
+        let database = database.clone();
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            commit(&database, batch, &committed).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit(database: &Database, batch: Vec<Job>, committed: &Committed) {
+    // The waiting callers' events first, the queued ones after: only those are retried.
+    let mut events = Vec::new();
+    let mut later = Vec::new();
+    let mut waiting = Vec::new();
+    for job in batch {
+        match job.done {
+            Some(done) => {
+                waiting.push(done);
+                events.extend(job.events);
+            }
+            None => later.extend(job.events),
         }
     }
+    let awaited = events.len();
+    events.append(&mut later);
+    let span = tracing::debug_span!(
+        "outbox.group_commit",
+        callers = waiting.len(),
+        events = events.len()
+    );
+    let result = write(database, &events).instrument(span.clone()).await;
+    if result.is_ok() {
+        committed();
+    }
+    let shared: Result<(), String> = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+    for done in waiting {
+        // A caller that gave up (its deadline passed) no longer listens.
+        let _ = done.send(shared.clone().map_err(|e| Arc::new(OutboxError::Batch(e))));
+    }
+    let Err(mut error) = result else {
+        return;
+    };
+    // Nobody waits for the queued events: try them again before giving them up (a waiting
+    // caller heard the error, so its events are not written after all).
+    let queued = &events[awaited..];
+    if queued.is_empty() {
+        return;
+    }
+    for pause in RETRIES {
+        tracing::warn!(%error, events = queued.len(), "outbox group commit failed; retrying");
+        tokio::time::sleep(pause).await;
+        match write(database, queued).instrument(span.clone()).await {
+            Ok(()) => {
+                committed();
+                return;
+            }
+            Err(again) => error = again,
+        }
+    }
+    tracing::error!(
+        %error,
+        events = queued.len(),
+        "queued outbox events lost: the database refused them on every attempt"
+    );
 }
 
 async fn write(database: &Database, events: &[NewOutboxEvent]) -> Result<(), OutboxError> {

@@ -394,6 +394,16 @@ impl Mesh {
     }
 
     /// How many times the flag registry answered GetFlags (its own audit of reads).
+    /// Waits until the flag registry has recorded at least `expected` reads (a check's read
+    /// is recorded without holding the answer back), then asserts exactly `expected`.
+    pub async fn assert_flag_reads(&self, expected: i64, what: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.flag_reads().await < expected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(self.flag_reads().await, expected, "{what}");
+    }
+
     pub async fn flag_reads(&self) -> i64 {
         let payloads: Vec<Vec<u8>> = match &self.flags_db {
             Database::Postgres(pool) => {

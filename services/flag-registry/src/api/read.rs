@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cpis_domain::{FieldViolation, FlagState, NhsNumber, VisibilityWindows, is_purged};
-use cpis_mesh::ApiError;
+use cpis_mesh::{ApiError, Caller};
 use cpis_proto::audit::AuditOutcome;
 use cpis_proto::common;
 use cpis_proto::flags::{GetFlagsRequest, GetFlagsResponse, ListFlagsRequest, ListFlagsResponse};
@@ -25,11 +25,14 @@ pub(crate) async fn get_flags(
     state: &FlagRegistryState,
     request: Request<GetFlagsRequest>,
 ) -> Result<GetFlagsResponse, ApiError> {
-    let mut actor = AuditActor::from_caller(&caller(&request)?);
+    let peer = caller(&request)?;
+    let mut actor = AuditActor::from_caller(&peer);
     // Attendance passes the user's token on, so that the event names the user.
+    let mut for_a_check = false;
     if request.metadata().contains_key("authorization") {
         let user = state.tokens.verify_metadata(request.metadata()).await?;
         actor = actor.with_user(&user);
+        for_a_check = is_attendance(&peer);
     }
     let request = request.into_inner();
     let subject = NhsNumber::parse(
@@ -71,7 +74,14 @@ pub(crate) async fn get_flags(
         "",
         format!("{} flag(s) shown", flags.len()),
     );
-    state.store.record(vec![event]).await?;
+    if for_a_check {
+        // The check's own audit event (who, which child, what was shown) is committed by
+        // attendance with the attendance, before the clinician sees anything: this event
+        // of the registry's read need not hold the answer back for a second commit.
+        state.store.record_queued(vec![event]).await?;
+    } else {
+        state.store.record(vec![event]).await?;
+    }
     Ok(GetFlagsResponse {
         flags: flags
             .into_iter()
@@ -83,6 +93,14 @@ pub(crate) async fn get_flags(
         evaluation_date: Some(convert::wire_date(today)),
     })
 }
+
+/// Whether the peer is the attendance service (whose checks audit their reads themselves).
+fn is_attendance(peer: &Caller) -> bool {
+    matches!(peer, Caller::Service(workload) if workload.name == ATTENDANCE)
+}
+
+/// The attendance service's workload name.
+const ATTENDANCE: &str = "attendance";
 
 fn rank(state: FlagState) -> u8 {
     match state {

@@ -259,8 +259,14 @@ pub trait FlagStore: Send + Sync + fmt::Debug + 'static {
     /// A page of an authority's flags.
     async fn list(&self, query: &ListQuery) -> Result<Vec<StoredFlag>, StoreError>;
 
-    /// Writes audit events of something that stored nothing (a read, a refusal).
+    /// Writes audit events of something that stored nothing (a read, a refusal); answers
+    /// once they are durable (concurrent callers share a commit).
     async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+
+    /// As [`record`](Self::record), but answers once the events are queued for the next
+    /// commit: for a read whose access the caller records durably itself (a check's read,
+    /// which attendance audits in the check's own transaction).
+    async fn record_queued(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
 
     /// Starts applying an upload of `authority` by `updated_by`.
     async fn begin_upload(

@@ -418,6 +418,17 @@ macro_rules! flag_store {
                     .await
                     .map_err(|e| $crate::store::StoreError::Outbox(e.to_string()))
             }
+
+            async fn record_queued(
+                &self,
+                events: Vec<cpis_proto::audit::AuditEvent>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let rows = $crate::store::audit_rows(events)?;
+                self.reads
+                    .queue(rows)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::Outbox(e.to_string()))
+            }
         }
     };
 }
