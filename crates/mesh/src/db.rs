@@ -122,6 +122,11 @@ impl Database {
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(settings.acquire_timeout)
+                // No ping before each use: a round trip per statement on every request path.
+                // A connection the server dropped fails its next statement and is discarded;
+                // idle connections are recycled before servers and proxies time them out.
+                .test_before_acquire(false)
+                .idle_timeout(Some(Duration::from_secs(300)))
                 .connect_with(options)
                 .await
                 .map_err(DbError::Connect)?;
