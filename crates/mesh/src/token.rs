@@ -335,7 +335,11 @@ pub struct TokenVerifier {
     rules: Arc<TokenRules>,
     keys: Arc<RwLock<HashMap<String, Vec<u8>>>>,
     last_refresh: Arc<Mutex<Option<Instant>>>,
+    verified: Arc<std::sync::Mutex<HashMap<[u8; 32], Vec<u8>>>>,
 }
+
+/// How many verified signatures a verifier remembers (then it starts again from none).
+const VERIFIED_SIGNATURES: usize = 10_000;
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -359,6 +363,7 @@ impl TokenVerifier {
             rules: Arc::new(rules),
             keys: Arc::default(),
             last_refresh: Arc::default(),
+            verified: Arc::default(),
         }
     }
 
@@ -395,13 +400,42 @@ impl TokenVerifier {
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
         let key = self.key(&kid).await?;
-        let signing_input = &token[..header_len(token)];
-        UnparsedPublicKey::new(&ED25519, &key)
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| TokenError::Signature)?;
+        // A check presents the same token to attendance and then (forwarded) to the flag
+        // registry, and a clinician's system presents it for every check of a session: the
+        // signature of a token seen before with the same key is not verified again. The
+        // claims (expiry above all) are checked every time.
+        let seen = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let seen: [u8; 32] = seen
+            .as_ref()
+            .try_into()
+            .map_err(|_| TokenError::Malformed)?;
+        if !self.seen_with(&seen, &key) {
+            let signing_input = &token[..header_len(token)];
+            UnparsedPublicKey::new(&ED25519, &key)
+                .verify(signing_input.as_bytes(), &signature)
+                .map_err(|_| TokenError::Signature)?;
+            self.remember(seen, key);
+        }
         let session: SessionClaims = decode_json(claims)?;
         self.check_claims(&session.claims)?;
         principal(session)
+    }
+
+    /// Whether the token with digest `seen` was verified before with `key` (the key its
+    /// `kid` names now: a rotated-out key's tokens are verified again, and fail).
+    fn seen_with(&self, seen: &[u8; 32], key: &[u8]) -> bool {
+        self.verified
+            .lock()
+            .is_ok_and(|verified| verified.get(seen).is_some_and(|k| k.as_slice() == key))
+    }
+
+    fn remember(&self, seen: [u8; 32], key: Vec<u8>) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_SIGNATURES {
+                verified.clear();
+            }
+            verified.insert(seen, key);
+        }
     }
 
     fn check_claims(&self, claims: &Claims) -> Result<(), TokenError> {
@@ -634,6 +668,56 @@ mod tests {
             v.verify(&signer.sign(&other_aud)).await,
             Err(TokenError::WrongAudience)
         );
+    }
+
+    /// Keys that a test can swap.
+    struct SwappableKeys(std::sync::Mutex<Vec<VerificationKey>>);
+
+    impl KeySource for SwappableKeys {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<VerificationKey>, String>> {
+            let keys = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_seen_before_is_still_checked_for_expiry_and_against_the_current_key() {
+        let (signer, _) = TokenSigner::generate("k1").unwrap();
+        let keys = Arc::new(SwappableKeys(std::sync::Mutex::new(vec![
+            signer.verification_key(),
+        ])));
+        let v = TokenVerifier::new(
+            keys.clone(),
+            TokenRules {
+                leeway: Duration::ZERO,
+                min_refresh_interval: Duration::ZERO,
+                ..rules()
+            },
+        );
+        let lasting = signer.sign(&claims(900));
+        let brief = signer.sign(&claims(1));
+        for _ in 0..3 {
+            v.verify(&lasting).await.unwrap();
+            v.verify(&brief).await.unwrap();
+        }
+        // Expiry is checked every time, whether the signature was seen or not.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(v.verify(&brief).await, Err(TokenError::Expired));
+        // A token that differs from a seen one in any byte is verified afresh.
+        let mut tampered = lasting.clone();
+        tampered.pop();
+        tampered.push(if lasting.ends_with('A') { 'B' } else { 'A' });
+        assert!(v.verify(&tampered).await.is_err());
+        // Should `k1` come to mean another key, the seen token is verified again, and fails.
+        let (impostor, _) = TokenSigner::generate("k1").unwrap();
+        *keys.0.lock().unwrap() = vec![impostor.verification_key()];
+        let (unknown, _) = TokenSigner::generate("k9").unwrap();
+        assert_eq!(
+            v.verify(&unknown.sign(&claims(900))).await,
+            Err(TokenError::UnknownKey),
+            "the refresh that picks up the new key"
+        );
+        assert_eq!(v.verify(&lasting).await, Err(TokenError::Signature));
     }
 
     #[tokio::test]
