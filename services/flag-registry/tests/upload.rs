@@ -37,6 +37,7 @@ on_both_stores!(
     an_upload_of_only_refused_records_fails,
     uploads_in_another_authoritys_name_are_denied,
     reports_can_be_read_again,
+    uploads_of_several_chunks_create_replace_keep_and_end,
 );
 
 fn header(authority: &str, sequence: i64, count: i64, mode: UploadMode) -> BulkUploadRequest {
@@ -104,6 +105,17 @@ async fn flags_of(h: &Harness, number: &str) -> Vec<common::Flag> {
         .unwrap()
         .into_inner()
         .flags
+}
+
+/// The rows of `flags` by version: `(version, count)`, in order.
+async fn versions(h: &Harness) -> Vec<(i64, i64)> {
+    let sql = "SELECT version, COUNT(*) FROM flags GROUP BY version ORDER BY version";
+    match &h.db {
+        cpis_mesh::db::Database::Postgres(pool) => {
+            sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+        }
+        cpis_mesh::db::Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    }
 }
 
 async fn every_record_outcome_is_reported(db: &str) {
@@ -386,4 +398,59 @@ async fn reports_can_be_read_again(db: &str) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// Several chunks (of 1,000 records) in one upload, each written in one statement: a
+/// case reference repeated in a later chunk, then a snapshot that changes some flags, leaves
+/// the others as they are and omits the last ones.
+async fn uploads_of_several_chunks_create_replace_keep_and_end(db: &str) {
+    let h = start(db).await;
+    let case = |i: u32| format!("R-{i:04}");
+    let number = |i: u32| nhs(i % 20 + 1);
+    let mut records: Vec<FlagRecord> = (0..2_500).map(|i| record(&case(i), &number(i))).collect();
+    records.insert(1_500, record(&case(5), &number(6)));
+    let first = send(&h, 1, UploadMode::Incremental, records).await;
+    assert_eq!(first.outcome, UploadOutcome::Partial as i32);
+    assert_eq!((first.stored_count, first.invalid_count), (2_500, 1));
+    let repeated = &first.records[1_500];
+    assert_eq!(repeated.record_index, 1_501);
+    assert_eq!(repeated.case_reference, case(5));
+    assert_eq!(versions(&h).await, [(1, 2_500)]);
+
+    // Every tenth flag starts earlier; the last 100 are omitted.
+    let records = (0..2_400)
+        .map(|i| {
+            let mut record = record(&case(i), &number(i));
+            if i % 10 == 0 {
+                record.start_date = Some(wire(2026, 2, 1));
+            }
+            record
+        })
+        .collect();
+    let snapshot = send(&h, 2, UploadMode::Snapshot, records).await;
+    assert_eq!(snapshot.outcome, UploadOutcome::Success as i32);
+    assert_eq!(snapshot.stored_count, 2_400);
+    let ended: Vec<String> = (2_400..2_500).map(case).collect();
+    assert_eq!(snapshot.ended_case_references, ended);
+    assert_eq!(versions(&h).await, [(1, 2_160), (2, 340)]);
+    let uploads = h
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "flags.upload")
+        .count();
+    assert_eq!(
+        uploads,
+        2_500 + 1 + 2_400 + 1,
+        "one per child stored, one per upload"
+    );
+
+    let flags = flags_of(&h, &number(0)).await;
+    assert_eq!(flags.len(), 125);
+    let of = |case: &str| flags.iter().find(|f| f.case_reference == case).unwrap();
+    assert_eq!(of(&case(0)).start_date, Some(wire(2026, 2, 1)));
+    assert_eq!(of(&case(0)).version, 2);
+    assert_eq!(of(&case(20)).start_date, Some(wire(2026, 2, 1)));
+    assert_eq!(of(&case(40)).version, 2);
+    assert_eq!(of(&case(2_480)).end_date, Some(wire(2026, 6, 15)));
 }

@@ -12,4 +12,5 @@ super::sql::flag_store!(
     ""
 );
 
-super::upload_sql::upload_transaction!(sqlx::Sqlite, "", false);
+super::upload_sql::multi_row_statements!(sqlx::Sqlite, "");
+super::upload_sql::upload_transaction!(sqlx::Sqlite, "");

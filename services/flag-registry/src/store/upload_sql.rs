@@ -1,15 +1,16 @@
 //! An upload's transaction, written once for both stores like `sql.rs` (and expanded next to
 //! it, whose helpers it uses): case references claimed in a temporary table, flags written
-//! a chunk at a time with multi-row statements, the snapshot's endings and the upload's
-//! record at the commit.
+//! a chunk at a time, the snapshot's endings and the upload's record at the commit. The
+//! three statements of a chunk differ by store: Postgres takes each column as one array
+//! parameter (`postgres.rs`), SQLite multi-row `VALUES` (`multi_row_statements!`, here).
 
-/// Rows per multi-row statement: 1,000 rows of 17 columns stay under SQLite's 32,766 and
-/// Postgres' 65,535 bound parameters.
+/// Rows per multi-row statement (SQLite): 1,000 rows of 17 columns stay under SQLite's
+/// 32,766 bound parameters.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Parameter `n` (1-based): `$n` when `numbered` (Postgres), else `?` (SQLite, where
-/// parameters bind in order: sqlx looks a numbered one up by its name, which costs time
-/// in the square of their count, and these statements have thousands).
+/// Parameter `n` (1-based): `$n` when `numbered`, else `?` (SQLite, where parameters bind
+/// in order: sqlx looks a numbered one up by its name, which costs time in the square of
+/// their count, and these statements have thousands).
 pub(crate) fn parameter(n: usize, numbered: bool) -> String {
     if numbered {
         format!("${n}")
@@ -37,70 +38,135 @@ pub(crate) fn values(rows: usize, columns: usize, first: usize, numbered: bool) 
     text
 }
 
-/// Creates or replaces flags in one statement; a row is replaced only at the version before
-/// its own (so a concurrent change makes the statement touch fewer rows than it was given).
-pub(crate) fn upsert_sql(rows: usize, numbered: bool) -> String {
+/// What an upsert does to a row that exists: replaces it, only at the version before its
+/// own (so a concurrent change makes the statement touch fewer rows than it was given).
+pub(crate) const ON_CONFLICT: &str = "ON CONFLICT (authority_code, case_reference) DO UPDATE \
+     SET authority_name = excluded.authority_name, nhs_number = excluded.nhs_number, \
+     kind = excluded.kind, legal_basis = excluded.legal_basis, \
+     expected_delivery = excluded.expected_delivery, start_date = excluded.start_date, \
+     end_date = excluded.end_date, delete_date = excluded.delete_date, \
+     office_hours_phone = excluded.office_hours_phone, \
+     emergency_duty_phone = excluded.emergency_duty_phone, \
+     secure_email = excluded.secure_email, version = excluded.version, \
+     updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by \
+     WHERE flags.version = excluded.version - 1";
+
+/// Creates or replaces `rows` flags in one statement of `?` parameters.
+pub(crate) fn upsert_sql(rows: usize) -> String {
     format!(
-        "INSERT INTO flags ({}) VALUES {} ON CONFLICT (authority_code, case_reference) DO UPDATE \
-         SET authority_name = excluded.authority_name, nhs_number = excluded.nhs_number, \
-         kind = excluded.kind, legal_basis = excluded.legal_basis, \
-         expected_delivery = excluded.expected_delivery, start_date = excluded.start_date, \
-         end_date = excluded.end_date, delete_date = excluded.delete_date, \
-         office_hours_phone = excluded.office_hours_phone, \
-         emergency_duty_phone = excluded.emergency_duty_phone, \
-         secure_email = excluded.secure_email, version = excluded.version, \
-         updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by \
-         WHERE flags.version = excluded.version - 1",
+        "INSERT INTO flags ({}) VALUES {} {ON_CONFLICT}",
         super::sql::COLUMNS,
-        values(rows, 17, 1, numbered)
+        values(rows, 17, 1, false)
     )
 }
 
-/// Generates `UploadTx` over one sqlx database, in a module where `flag_store!` expanded.
+/// The conflict an upsert that touched fewer rows than it was given reports.
+pub(crate) fn changed_concurrently() -> super::StoreError {
+    super::StoreError::Conflict("a flag of the upload was changed concurrently".to_owned())
+}
+
+/// Generates a chunk's three statements as multi-row `VALUES` (SQLite), in a module where
+/// `flag_store!` expanded: `claim_rows` (answers the case references not claimed before),
+/// `lock_existing` (the stored flags of some case references) and `write_rows` (the flags,
+/// then the events).
+macro_rules! multi_row_statements {
+    ($db:ty, $lock:literal) => {
+        async fn claim_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            case_references: &[&str],
+        ) -> Result<Vec<String>, $crate::store::StoreError> {
+            let mut new = Vec::with_capacity(case_references.len());
+            for part in case_references.chunks($crate::store::upload_sql::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO upload_present (case_reference) VALUES {} \
+                     ON CONFLICT DO NOTHING RETURNING case_reference",
+                    $crate::store::upload_sql::values(part.len(), 1, 1, false)
+                );
+                // Not kept prepared: the table is created again by every upload.
+                let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
+                for reference in part {
+                    query = query.bind(*reference);
+                }
+                new.extend(query.fetch_all(&mut *conn).await?);
+            }
+            Ok(new)
+        }
+
+        async fn lock_existing(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            authority: &str,
+            case_references: &[&str],
+        ) -> Result<Vec<$crate::store::FlagRow>, $crate::store::StoreError> {
+            let mut existing = Vec::new();
+            for part in case_references.chunks($crate::store::upload_sql::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT {} FROM flags WHERE authority_code = ? AND case_reference IN \
+                     ({}){}",
+                    $crate::store::sql::COLUMNS,
+                    vec!["?"; part.len()].join(", "),
+                    $lock
+                );
+                let mut query = sqlx::query(&sql).persistent(false).bind(authority);
+                for reference in part {
+                    query = query.bind(*reference);
+                }
+                for row in query.fetch_all(&mut *conn).await? {
+                    existing.push(decode(&row)?);
+                }
+            }
+            Ok(existing)
+        }
+
+        async fn write_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            rows: &[$crate::store::FlagRow],
+            events: Vec<cpis_mesh::outbox::NewOutboxEvent>,
+        ) -> Result<(), $crate::store::StoreError> {
+            for part in rows.chunks($crate::store::upload_sql::ROWS_PER_STATEMENT) {
+                let sql = $crate::store::upload_sql::upsert_sql(part.len());
+                let mut query = sqlx::query(&sql);
+                for row in part {
+                    query = query
+                        .bind(&row.flag_id)
+                        .bind(&row.authority_code)
+                        .bind(&row.authority_name)
+                        .bind(&row.case_reference)
+                        .bind(&row.nhs_number)
+                        .bind(&row.kind)
+                        .bind(&row.legal_basis)
+                        .bind(&row.expected_delivery)
+                        .bind(&row.start_date)
+                        .bind(&row.end_date)
+                        .bind(&row.delete_date)
+                        .bind(&row.office_hours_phone)
+                        .bind(&row.emergency_duty_phone)
+                        .bind(&row.secure_email)
+                        .bind(row.version)
+                        .bind(row.updated_at_us)
+                        .bind(&row.updated_by);
+                }
+                let done = query.execute(&mut *conn).await?;
+                if usize::try_from(done.rows_affected()).ok() != Some(part.len()) {
+                    return Err($crate::store::upload_sql::changed_concurrently());
+                }
+            }
+            enqueue_rows(conn, events).await
+        }
+    };
+}
+
+pub(crate) use multi_row_statements;
+
+/// Generates `UploadTx` over one sqlx database, in a module where `flag_store!` expanded and
+/// `claim_rows`, `lock_existing` and `write_rows` are defined.
 macro_rules! upload_transaction {
-    ($db:ty, $lock:literal, $numbered:literal) => {
+    ($db:ty, $lock:literal) => {
         /// An upload being applied, in its one transaction.
         pub(crate) struct UploadTx {
             tx: sqlx::Transaction<'static, $db>,
             authority: String,
             updated_by: String,
             notifier: $crate::store::Notifier,
-        }
-
-        async fn upsert_rows(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            rows: &[$crate::store::FlagRow],
-        ) -> Result<(), $crate::store::StoreError> {
-            let sql = $crate::store::upload_sql::upsert_sql(rows.len(), $numbered);
-            let mut query = sqlx::query(&sql);
-            for row in rows {
-                query = query
-                    .bind(&row.flag_id)
-                    .bind(&row.authority_code)
-                    .bind(&row.authority_name)
-                    .bind(&row.case_reference)
-                    .bind(&row.nhs_number)
-                    .bind(&row.kind)
-                    .bind(&row.legal_basis)
-                    .bind(&row.expected_delivery)
-                    .bind(&row.start_date)
-                    .bind(&row.end_date)
-                    .bind(&row.delete_date)
-                    .bind(&row.office_hours_phone)
-                    .bind(&row.emergency_duty_phone)
-                    .bind(&row.secure_email)
-                    .bind(row.version)
-                    .bind(row.updated_at_us)
-                    .bind(&row.updated_by);
-            }
-            let done = query.execute(&mut *conn).await?;
-            if usize::try_from(done.rows_affected()).ok() == Some(rows.len()) {
-                Ok(())
-            } else {
-                Err($crate::store::StoreError::Conflict(
-                    "a flag of the upload was changed concurrently".to_owned(),
-                ))
-            }
         }
 
         #[tonic::async_trait]
@@ -115,21 +181,10 @@ macro_rules! upload_transaction {
                     .copied()
                     .filter(|r| in_chunk.insert(*r))
                     .collect();
-                let mut new: std::collections::HashSet<String> =
-                    std::collections::HashSet::with_capacity(unique.len());
-                for part in unique.chunks($crate::store::upload_sql::ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "INSERT INTO upload_present (case_reference) VALUES {} \
-                         ON CONFLICT DO NOTHING RETURNING case_reference",
-                        $crate::store::upload_sql::values(part.len(), 1, 1, $numbered)
-                    );
-                    // Not kept prepared: the table is created again by every upload.
-                    let mut query = sqlx::query_scalar::<_, String>(&sql).persistent(false);
-                    for reference in part {
-                        query = query.bind(*reference);
-                    }
-                    new.extend(query.fetch_all(&mut *self.tx).await?);
-                }
+                let mut new: std::collections::HashSet<String> = claim_rows(&mut self.tx, &unique)
+                    .await?
+                    .into_iter()
+                    .collect();
                 // The first occurrence takes the claim; a later one in the chunk finds it gone.
                 Ok(case_references.iter().map(|r| new.remove(*r)).collect())
             }
@@ -140,41 +195,28 @@ macro_rules! upload_transaction {
             ) -> Result<Vec<cpis_domain::NhsNumber>, $crate::store::StoreError> {
                 use $crate::store::FlagRow;
                 let mut touched = Vec::new();
-                let mut existing: std::collections::HashMap<String, FlagRow> =
-                    std::collections::HashMap::new();
                 // The stored flags of the chunk's case references, in one read, locked.
-                for part in chunk
+                let references: Vec<&str> = chunk
                     .upserts
-                    .chunks($crate::store::upload_sql::ROWS_PER_STATEMENT)
-                {
-                    let sql = format!(
-                        "SELECT {} FROM flags WHERE authority_code = {} AND case_reference IN \
-                         ({}){}",
-                        $crate::store::sql::COLUMNS,
-                        $crate::store::upload_sql::parameter(1, $numbered),
-                        (2..part.len() + 2)
-                            .map(|i| $crate::store::upload_sql::parameter(i, $numbered))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        $lock
-                    );
-                    // Planned each time: a plan kept from the first chunks, when the table
-                    // was small, scans the whole table (as the upload grows it) on Postgres.
-                    let mut query = sqlx::query(&sql).persistent(false).bind(&self.authority);
-                    for details in part {
-                        query = query.bind(details.case_reference().as_str());
-                    }
-                    for row in query.fetch_all(&mut *self.tx).await? {
-                        let row = decode(&row)?;
-                        existing.insert(row.case_reference.clone(), row);
-                    }
-                }
+                    .iter()
+                    .map(|details| details.case_reference().as_str())
+                    .collect();
+                let existing: std::collections::HashMap<String, FlagRow> =
+                    lock_existing(&mut self.tx, &self.authority, &references)
+                        .await?
+                        .into_iter()
+                        .map(|row| (row.case_reference.clone(), row))
+                        .collect();
                 let mut rows = Vec::with_capacity(chunk.upserts.len());
                 for details in &chunk.upserts {
                     match existing.get(details.case_reference().as_str()) {
                         Some(old) => {
-                            let row =
-                                FlagRow::of(&old.flag_id, details, old.version + 1, &self.updated_by);
+                            let row = FlagRow::of(
+                                &old.flag_id,
+                                details,
+                                old.version + 1,
+                                &self.updated_by,
+                            );
                             if row.same_flag(old) {
                                 continue;
                             }
@@ -189,10 +231,7 @@ macro_rules! upload_transaction {
                         }
                     }
                 }
-                for part in rows.chunks($crate::store::upload_sql::ROWS_PER_STATEMENT) {
-                    upsert_rows(&mut self.tx, part).await?;
-                }
-                enqueue_rows(&mut self.tx, chunk.events).await?;
+                write_rows(&mut self.tx, &rows, chunk.events).await?;
                 Ok(touched)
             }
 
@@ -210,9 +249,13 @@ macro_rules! upload_transaction {
                 } = *self;
                 let mut applied = UploadApplied::default();
                 if let Some(end_date) = snapshot_end {
+                    // NOT EXISTS, an anti-join: Postgres hashes a `NOT IN (SELECT ...)` only
+                    // while the claimed references fit in `work_mem`, and past that (some
+                    // 150,000 of them) scanned them all again for every flag.
                     let sql = format!(
                         "SELECT {} FROM flags WHERE authority_code = $1 AND end_date IS NULL \
-                         AND case_reference NOT IN (SELECT case_reference FROM upload_present) \
+                         AND NOT EXISTS (SELECT 1 FROM upload_present AS p \
+                         WHERE p.case_reference = flags.case_reference) \
                          ORDER BY case_reference{}",
                         $crate::store::sql::COLUMNS,
                         $lock
