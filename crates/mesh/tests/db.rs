@@ -68,3 +68,37 @@ async fn an_unknown_scheme_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("postgres://"), "{err}");
 }
+
+#[tokio::test]
+async fn the_relaxed_pool_commits_without_waiting_for_the_flush_and_the_main_pool_waits() {
+    let url = postgres_database().await;
+    let Database::Postgres(pool) = Database::connect(&DatabaseSettings::new(&url))
+        .await
+        .unwrap()
+    else {
+        unreachable!("a postgres URL")
+    };
+    let relaxed = cpis_mesh::db::relaxed_commit_pool(&pool, 2);
+    let setting = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SHOW synchronous_commit")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(setting(relaxed.clone()).await, "off");
+    assert_ne!(setting(pool.clone()).await, "off");
+    // The same database: what one writes, the other reads.
+    sqlx::query("CREATE TABLE seen (n INT)")
+        .execute(&relaxed)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO seen VALUES (1)")
+        .execute(&relaxed)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}

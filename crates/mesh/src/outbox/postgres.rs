@@ -12,6 +12,7 @@ use super::store::{attempts, millis};
 use super::{
     Claim, DestinationStats, Lease, NewOutboxEvent, OutboxError, OutboxEvent, OutboxStore, Retry,
 };
+use crate::db::relaxed_commit_pool;
 
 /// The outbox's INSERT of a batch of events, with its five array parameters numbered from
 /// `first` (bind them with [`PostgresEvents::bind`]). A producer that writes its change in
@@ -126,12 +127,22 @@ pub async fn enqueue_postgres(
 #[derive(Debug, Clone)]
 pub struct PostgresOutbox {
     pool: PgPool,
+    /// Claims, confirmations and releases: without waiting for the WAL flush (see
+    /// [`relaxed_commit_pool`]); each is safe to lose in a crash.
+    relay: PgPool,
 }
 
+/// How many connections the relay's relaxed pool opens at most (a loop per destination,
+/// and the metrics' reads).
+const RELAY_CONNECTIONS: u32 = 4;
+
 impl PostgresOutbox {
-    /// The outbox in the database of `pool`.
+    /// The outbox in the database of `pool` (within a Tokio runtime).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            relay: relaxed_commit_pool(&pool, RELAY_CONNECTIONS),
+            pool,
+        }
     }
 }
 
@@ -174,7 +185,7 @@ impl OutboxStore for PostgresOutbox {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .bind(relay_id)
                 .bind(millis(lease)?)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.relay)
                 .await?;
             // One statement, one now(): every row got the same expiry.
             let claimed_until = match rows.first() {
@@ -199,7 +210,7 @@ impl OutboxStore for PostgresOutbox {
             if seqs.is_empty() {
                 return Ok(0);
             }
-            let done = sqlx::query(CONFIRM).bind(seqs).execute(&self.pool).await?;
+            let done = sqlx::query(CONFIRM).bind(seqs).execute(&self.relay).await?;
             Ok(done.rows_affected())
         })
     }
@@ -225,7 +236,7 @@ impl OutboxStore for PostgresOutbox {
                 .bind(error)
                 .bind(&lease.claimed_by)
                 .bind(lease.claimed_until)
-                .execute(&self.pool)
+                .execute(&self.relay)
                 .await?;
             Ok(done.rows_affected())
         })

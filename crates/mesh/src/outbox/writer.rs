@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::{NewOutboxEvent, OutboxError, enqueue_postgres, enqueue_sqlite};
-use crate::db::Database;
+use crate::db::{Database, relaxed_commit_pool};
 
 /// How many transactions the writer has in flight at once. Postgres flushes concurrent
 /// commits together, so a few in flight keep a caller from waiting for a commit it is not in.
@@ -67,7 +67,18 @@ impl OutboxWriter {
     /// outbox relay there).
     pub fn spawn(database: Database, committed: impl Fn() + Send + Sync + 'static) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(database, queue, Arc::new(committed)));
+        let relaxed = match &database {
+            Database::Postgres(pool) => Some(Database::Postgres(relaxed_commit_pool(
+                pool,
+                u32::try_from(PARALLEL_COMMITS).unwrap_or(4),
+            ))),
+            Database::Sqlite(_) => None,
+        };
+        let databases = Databases {
+            durable: database,
+            relaxed,
+        };
+        tokio::spawn(run(databases, queue, Arc::new(committed)));
         Self { jobs }
     }
 
@@ -110,7 +121,16 @@ impl OutboxWriter {
 
 type Committed = Arc<dyn Fn() + Send + Sync>;
 
-async fn run(database: Database, mut queue: mpsc::Receiver<Job>, committed: Committed) {
+/// Where batches go: one with a waiting caller commits durably; one of queued events only
+/// commits without waiting for the WAL flush where the database allows it (Postgres), since
+/// nobody waits for it and the access is recorded durably elsewhere.
+#[derive(Clone)]
+struct Databases {
+    durable: Database,
+    relaxed: Option<Database>,
+}
+
+async fn run(databases: Databases, mut queue: mpsc::Receiver<Job>, committed: Committed) {
     let slots = Arc::new(Semaphore::new(PARALLEL_COMMITS));
     loop {
         // A free slot first, then whatever has queued (at least one job): callers that arrive
@@ -122,16 +142,16 @@ async fn run(database: Database, mut queue: mpsc::Receiver<Job>, committed: Comm
         if queue.recv_many(&mut batch, MAX_CALLERS_PER_COMMIT).await == 0 {
             return;
         }
-        let database = database.clone();
+        let databases = databases.clone();
         let committed = committed.clone();
         tokio::spawn(async move {
-            commit(&database, batch, &committed).await;
+            commit(&databases, batch, &committed).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(database: &Database, batch: Vec<Job>, committed: &Committed) {
+async fn commit(databases: &Databases, batch: Vec<Job>, committed: &Committed) {
     // The waiting callers' events first, the queued ones after: only those are retried.
     let mut events = Vec::new();
     let mut later = Vec::new();
@@ -147,6 +167,10 @@ async fn commit(database: &Database, batch: Vec<Job>, committed: &Committed) {
     }
     let awaited = events.len();
     events.append(&mut later);
+    let database = match (&databases.relaxed, waiting.is_empty()) {
+        (Some(relaxed), true) => relaxed,
+        _ => &databases.durable,
+    };
     let span = tracing::debug_span!(
         "outbox.group_commit",
         callers = waiting.len(),
