@@ -19,7 +19,9 @@ const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
 /// the attendance and its authorities (when kept), the outbox events, and the child's last
 /// attendances. The final SELECT sees the database as it was before the statement, so the
 /// new attendance joins it from the INSERT's RETURNING; the retention UPDATE changes no
-/// column the SELECT reads.
+/// column the SELECT reads. The stored part is limited inside the UNION, so that the child
+/// index is read newest first and stops after `$3` rows (a frequent attendee's whole
+/// history is never read).
 fn check_sql() -> String {
     format!(
         "WITH retained AS ( \
@@ -37,8 +39,9 @@ fn check_sql() -> String {
             FROM kept, unnest($13::text[]) AS a(authority) \
          ), events AS ({}) \
          SELECT arrival_us, organisation, site, setting_type, setting_name FROM ( \
-            SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
-            FROM attendances WHERE nhs_number = $1 \
+            (SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+             FROM attendances WHERE nhs_number = $1 \
+             ORDER BY arrival_us DESC, attendance_id DESC LIMIT $3) \
             UNION ALL \
             SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
             FROM kept \
