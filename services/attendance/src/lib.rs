@@ -62,6 +62,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "retention",
             sql: include_str!("../migrations/postgres/0004_retention.sql"),
         },
+        EmbeddedMigration {
+            version: 5,
+            description: "retention per child",
+            sql: include_str!("../migrations/postgres/0005_child_retention.sql"),
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -83,6 +88,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 4,
             description: "retention",
             sql: include_str!("../migrations/sqlite/0004_retention.sql"),
+        },
+        EmbeddedMigration {
+            version: 5,
+            description: "retention per child",
+            sql: include_str!("../migrations/sqlite/0005_child_retention.sql"),
         },
     ],
 };

@@ -35,6 +35,8 @@ on_both_stores!(
     a_check_sets_the_retention_of_all_the_childs_attendances,
     sweeps_running_at_once_delete_each_attendance_once,
     attendances_are_deleted_once_no_flag_retains_them,
+    retention_kept_per_attendance_before_migration_5_is_kept_per_child_after,
+    an_unflagged_childs_check_leaves_no_retention_row,
 );
 
 const DAY_US: i64 = 86_400 * 1_000_000;
@@ -270,5 +272,99 @@ async fn attendances_are_deleted_once_no_flag_retains_them(url: &str) {
         mesh.audit_events().await.len(),
         3,
         "every check still audited"
+    );
+}
+
+async fn retention_kept_per_attendance_before_migration_5_is_kept_per_child_after(url: &str) {
+    let db = Database::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap();
+    let before = cpis_mesh::db::Migrations {
+        postgres: &MIGRATIONS.postgres[..4],
+        sqlite: &MIGRATIONS.sqlite[..4],
+    };
+    db.migrate(&before).await.unwrap();
+    // Child 1: two attendances due at 100 and 200; child 2: one open-ended, one due at 300.
+    let rows = [
+        (nhs(1), Some(100_i64)),
+        (nhs(1), Some(200)),
+        (nhs(2), None),
+        (nhs(2), Some(300)),
+    ];
+    for (i, (child, until)) in rows.iter().enumerate() {
+        let sql = "INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
+                   setting_type, setting_name, arrival_us, practitioner, flag_current, \
+                   record_us, retain_until_us) \
+                   VALUES ($1, $2, 'RAL', NULL, 1, 'ED', $3, $4, false, $3, $5)";
+        let arrival = i64::try_from(i).unwrap() + 10;
+        match &db {
+            Database::Postgres(pool) => sqlx::query(sql)
+                .bind(Uuid::now_v7())
+                .bind(child)
+                .bind(arrival)
+                .bind(vec![1_u8])
+                .bind(*until)
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .unwrap(),
+            Database::Sqlite(pool) => sqlx::query(sql)
+                .bind(Uuid::now_v7())
+                .bind(child)
+                .bind(arrival)
+                .bind(vec![1_u8])
+                .bind(*until)
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+    }
+    db.migrate(&MIGRATIONS).await.unwrap();
+    let until = |child: String| {
+        format!(
+            "SELECT COALESCE(retain_until_us, -1) FROM attendance_children WHERE nhs_number = '{child}'"
+        )
+    };
+    assert_eq!(count(&db, &until(nhs(1))).await, 200, "the latest");
+    assert_eq!(count(&db, &until(nhs(2))).await, -1, "open-ended wins");
+    assert_eq!(sweep_at(&db, 250, 10).await.0, 2);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_children").await,
+        1,
+        "the swept child is forgotten"
+    );
+    assert_eq!(
+        sweep_at(&db, i64::MAX - 1, 10).await.0,
+        0,
+        "the open one stays"
+    );
+}
+
+async fn an_unflagged_childs_check_leaves_no_retention_row(url: &str) {
+    let db = open(url).await;
+    let child = nhs(3);
+    let recording = Recording {
+        attendance: None,
+        events: &[],
+        nhs_number: &child,
+        recent: 25,
+        request: None,
+        retain_until_us: Some(5),
+    };
+    match &db {
+        Database::Postgres(pool) => {
+            let store = PgAttendanceStore::new(pool.clone());
+            store.check(recording, |_| Vec::new()).await.unwrap();
+        }
+        Database::Sqlite(pool) => {
+            let store = SqliteAttendanceStore::new(pool.clone());
+            store.check(recording, |_| Vec::new()).await.unwrap();
+        }
+    }
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_children").await,
+        0,
+        "no trace of a child the service keeps nothing of"
     );
 }

@@ -195,13 +195,24 @@ pub trait AttendanceStore: Clone + Send + Sync + 'static {
 
 pub(crate) const INSERT_ATTENDANCE: &str = "INSERT INTO attendances \
     (attendance_id, nhs_number, organisation, site, setting_type, setting_name, arrival_us, \
-     practitioner, flag_current, record_us, retain_until_us) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     practitioner, flag_current, record_us) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-// Only rows whose retention changes are rewritten: a frequent attendee's check does not
-// rewrite every attendance it has. (`IS DISTINCT FROM` is NULL-safe on both databases.)
-pub(crate) const RETAIN_CHILD: &str = "UPDATE attendances SET retain_until_us = $2 \
-    WHERE nhs_number = $1 AND retain_until_us IS DISTINCT FROM $2";
+// The child's retention, one row: created when an attendance is kept ($3), updated when the
+// child already has one, and never created for a child the service keeps nothing of (an
+// unflagged child leaves no trace). Rewritten only when it changes (`IS DISTINCT FROM` is
+// NULL-safe on both databases).
+pub(crate) const RETAIN_CHILD: &str = "INSERT INTO attendance_children (nhs_number, \
+    retain_until_us) SELECT $1, $2 \
+    WHERE $3 OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
+    ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
+    WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us";
+
+// After the sweep deleted their attendances: the rows of children with none left whose
+// time has come (a check that kept a new attendance meanwhile moved its child's time on).
+pub(crate) const FORGET_CHILDREN: &str = "DELETE FROM attendance_children \
+    WHERE retain_until_us <= $1 AND NOT EXISTS \
+    (SELECT 1 FROM attendances a WHERE a.nhs_number = attendance_children.nhs_number)";
 
 pub(crate) const INSERT_AUTHORITY: &str =
     "INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) VALUES ($1, $2, $3)";
@@ -302,6 +313,7 @@ macro_rules! check_in_transaction {
         sqlx::query($crate::store::RETAIN_CHILD)
             .bind(r.nhs_number)
             .bind(r.retain_until_us)
+            .bind(r.attendance.is_some())
             .execute(&mut *tx)
             .await?;
         if let Some(attendance) = r.attendance {
@@ -385,7 +397,6 @@ macro_rules! insert_attendance {
             .bind(&a.practitioner)
             .bind(a.flag_current)
             .bind(a.record_us)
-            .bind(a.retain_until_us)
             .execute(&mut *$conn)
             .await?;
         for authority in &a.authorities {

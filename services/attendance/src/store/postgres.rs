@@ -5,33 +5,38 @@ use sqlx::FromRow as _;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
 use super::{
-    AttendanceQuery, AttendanceStore, AttendanceSummary, NewAttendance, PURGE_REQUESTS, RECENT,
-    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, insert_attendance,
-    list_attendances, store_request, summary,
+    AttendanceQuery, AttendanceStore, AttendanceSummary, FORGET_CHILDREN, NewAttendance,
+    PURGE_REQUESTS, RECENT, REPLAY, RETAIN_CHILD, RecentRow, Recording, RequestKey, StoreError,
+    StoredAttendance, insert_attendance, list_attendances, store_request, summary,
 };
 
 // Rows another replica's sweep holds are skipped, not waited for: that sweep deletes them.
 const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
-    (SELECT attendance_id FROM attendances WHERE retain_until_us <= $1 \
-     ORDER BY retain_until_us LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    (SELECT a.attendance_id FROM attendance_children c \
+     JOIN attendances a ON a.nhs_number = c.nhs_number \
+     WHERE c.retain_until_us <= $1 \
+     ORDER BY c.retain_until_us LIMIT $2 FOR UPDATE OF a SKIP LOCKED)";
 
-/// A check's writes and its read in one statement, one round trip: the child's retention,
+/// A check's writes and its read in one statement, one round trip: the child's retention
+/// (its one row, see `RETAIN_CHILD`),
 /// the attendance and its authorities (when kept), the outbox events, and the child's last
 /// attendances. The final SELECT sees the database as it was before the statement, so the
-/// new attendance joins it from the INSERT's RETURNING; the retention UPDATE changes no
-/// column the SELECT reads. The stored part is limited inside the UNION, so that the child
+/// new attendance joins it from the INSERT's RETURNING (the retention is another table).
+/// The stored part is limited inside the UNION, so that the child
 /// index is read newest first and stops after `$3` rows (a frequent attendee's whole
 /// history is never read).
 fn check_sql() -> String {
     format!(
         "WITH retained AS ( \
-            UPDATE attendances SET retain_until_us = $2 \
-            WHERE nhs_number = $1 AND retain_until_us IS DISTINCT FROM $2 \
+            INSERT INTO attendance_children (nhs_number, retain_until_us) SELECT $1, $2 \
+            WHERE $4::uuid IS NOT NULL \
+               OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
+            ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
+            WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us \
          ), kept AS ( \
             INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
-                setting_type, setting_name, arrival_us, practitioner, flag_current, record_us, \
-                retain_until_us) \
-            SELECT $4, $1, $5, $6, $7, $8, $9, $10, $11, $12, $2 WHERE $4::uuid IS NOT NULL \
+                setting_type, setting_name, arrival_us, practitioner, flag_current, record_us) \
+            SELECT $4, $1, $5, $6, $7, $8, $9, $10, $11, $12 WHERE $4::uuid IS NOT NULL \
             RETURNING attendance_id, arrival_us, organisation, site, setting_type, setting_name \
          ), authorities AS ( \
             INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) \
@@ -99,6 +104,12 @@ impl AttendanceStore for PgAttendanceStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(attendance) = attendance {
+            sqlx::query(RETAIN_CHILD)
+                .bind(&attendance.nhs_number)
+                .bind(attendance.retain_until_us)
+                .bind(true)
+                .execute(&mut *tx)
+                .await?;
             insert_attendance!(tx, attendance);
         }
         enqueue_postgres(&mut tx, events).await?;
@@ -152,6 +163,10 @@ impl AttendanceStore for PgAttendanceStore {
         let done = sqlx::query(SWEEP)
             .bind(now_us)
             .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(FORGET_CHILDREN)
+            .bind(now_us)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())

@@ -5,15 +5,17 @@ use cpis_mesh::outbox::{NewOutboxEvent, enqueue_sqlite};
 use sqlx::sqlite::SqlitePool;
 
 use super::{
-    AttendanceQuery, AttendanceStore, AttendanceSummary, NewAttendance, PURGE_REQUESTS, RECENT,
-    REPLAY, RecentRow, Recording, RequestKey, StoreError, StoredAttendance, check_in_transaction,
-    insert_attendance, list_attendances, summary,
+    AttendanceQuery, AttendanceStore, AttendanceSummary, FORGET_CHILDREN, NewAttendance,
+    PURGE_REQUESTS, RECENT, REPLAY, RETAIN_CHILD, RecentRow, Recording, RequestKey, StoreError,
+    StoredAttendance, check_in_transaction, insert_attendance, list_attendances, summary,
 };
 
 // One writer at a time on SQLite: the batch is whatever is due when the sweep runs.
 const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
-    (SELECT attendance_id FROM attendances WHERE retain_until_us <= $1 \
-     ORDER BY retain_until_us LIMIT $2)";
+    (SELECT a.attendance_id FROM attendance_children c \
+     JOIN attendances a ON a.nhs_number = c.nhs_number \
+     WHERE c.retain_until_us <= $1 \
+     ORDER BY c.retain_until_us LIMIT $2)";
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -36,6 +38,12 @@ impl AttendanceStore for SqliteAttendanceStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(attendance) = attendance {
+            sqlx::query(RETAIN_CHILD)
+                .bind(&attendance.nhs_number)
+                .bind(attendance.retain_until_us)
+                .bind(true)
+                .execute(&mut *tx)
+                .await?;
             insert_attendance!(tx, attendance);
         }
         enqueue_sqlite(&mut tx, events).await?;
@@ -76,6 +84,10 @@ impl AttendanceStore for SqliteAttendanceStore {
         let done = sqlx::query(SWEEP)
             .bind(now_us)
             .bind(batch)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(FORGET_CHILDREN)
+            .bind(now_us)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
