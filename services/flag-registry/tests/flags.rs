@@ -647,6 +647,8 @@ async fn every_read_and_write_is_audited(db: &str) {
         .get_flags(authed(&nurse, get(&nhs(11), false)))
         .await
         .unwrap();
+    // A check's read is queued for a shared commit: it is recorded before what follows.
+    h.await_audit_events(3).await;
     client
         .list_flags(authed(
             &token,

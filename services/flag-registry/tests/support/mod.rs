@@ -232,6 +232,19 @@ impl Harness {
     }
 
     /// The audit actions in the outbox, in order.
+    /// Waits until `n` audit events are in the outbox (a check's read is recorded without
+    /// holding its answer back), or fails after ten seconds.
+    pub async fn await_audit_events(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.audit_events().await.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {n} audit events"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn audit_actions(&self) -> Vec<(String, i32)> {
         self.audit_events()
             .await
