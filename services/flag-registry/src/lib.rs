@@ -39,6 +39,9 @@ pub use store::MIGRATIONS;
 #[derive(Debug, Clone, Copy)]
 pub struct FlagRegistry;
 
+/// The attendance service's workload name: the registry's one caller for checks.
+pub(crate) const ATTENDANCE_WORKLOAD: &str = "attendance";
+
 /// Who may call what: `GetFlags` only the attendance service, and the audit service (which
 /// asks whether a local authority flags the child its user queries the log about), never
 /// outside callers;
@@ -51,7 +54,7 @@ pub fn policy(ctx: &MeshContext) -> AccessPolicy {
         .allow_method(
             &method("GetFlags"),
             [
-                PeerClass::service("attendance"),
+                PeerClass::service(ATTENDANCE_WORKLOAD),
                 PeerClass::service("audit"),
             ],
         )

@@ -31,6 +31,9 @@ pub fn postgres_enqueue_sql(first: usize) -> String {
     )
 }
 
+/// [`postgres_enqueue_sql`] on its own, built once.
+static ENQUEUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| postgres_enqueue_sql(1));
+
 /// The parameters of [`postgres_enqueue_sql`]: the events as five arrays.
 #[derive(Debug)]
 pub struct PostgresEvents<'e> {
@@ -117,7 +120,7 @@ pub async fn enqueue_postgres(
         return Ok(());
     }
     PostgresEvents::of(events)
-        .bind(sqlx::query(&postgres_enqueue_sql(1)))
+        .bind(sqlx::query(&ENQUEUE))
         .execute(conn)
         .await?;
     Ok(())

@@ -198,15 +198,23 @@ pub(crate) const INSERT_ATTENDANCE: &str = "INSERT INTO attendances \
      practitioner, flag_current, record_us) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-// The child's retention, one row: created when an attendance is kept ($3), updated when the
-// child already has one, and never created for a child the service keeps nothing of (an
-// unflagged child leaves no trace). Rewritten only when it changes (`IS DISTINCT FROM` is
-// NULL-safe on both databases).
-pub(crate) const RETAIN_CHILD: &str = "INSERT INTO attendance_children (nhs_number, \
-    retain_until_us) SELECT $1, $2 \
-    WHERE $3 OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
-    ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
-    WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us";
+/// The child's retention, one row: created when an attendance is kept (`kept`, an SQL
+/// boolean), updated when the child already has one, and never created for a child the
+/// service keeps nothing of (an unflagged child leaves no trace). Rewritten only when it
+/// changes (`IS DISTINCT FROM` is NULL-safe on both databases). `$1` is the NHS number, `$2`
+/// the time.
+pub(crate) fn retain_child_sql(kept: &str) -> String {
+    format!(
+        "INSERT INTO attendance_children (nhs_number, retain_until_us) SELECT $1, $2 \
+         WHERE {kept} OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
+         ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
+         WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us"
+    )
+}
+
+/// [`retain_child_sql`] with `kept` as parameter `$3`.
+pub(crate) static RETAIN_CHILD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| retain_child_sql("$3"));
 
 // After the sweep deleted their attendances: the rows of children with none left whose
 // time has come (a check that kept a new attendance meanwhile moved its child's time on).
@@ -310,7 +318,7 @@ macro_rules! check_in_transaction {
     ($pool:expr, $enqueue:path, $recording:expr, $answer:expr) => {{
         let r: $crate::store::Recording<'_> = $recording;
         let mut tx = $pool.begin().await?;
-        sqlx::query($crate::store::RETAIN_CHILD)
+        sqlx::query(&$crate::store::RETAIN_CHILD)
             .bind(r.nhs_number)
             .bind(r.retain_until_us)
             .bind(r.attendance.is_some())

@@ -7,7 +7,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use super::{
     AttendanceQuery, AttendanceStore, AttendanceSummary, FORGET_CHILDREN, NewAttendance,
     PURGE_REQUESTS, RECENT, REPLAY, RETAIN_CHILD, RecentRow, Recording, RequestKey, StoreError,
-    StoredAttendance, insert_attendance, list_attendances, store_request, summary,
+    StoredAttendance, insert_attendance, list_attendances, retain_child_sql, store_request,
+    summary,
 };
 
 // Rows another replica's sweep holds are skipped, not waited for: that sweep deletes them.
@@ -18,7 +19,7 @@ const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
      ORDER BY c.retain_until_us LIMIT $2 FOR UPDATE OF a SKIP LOCKED)";
 
 /// A check's writes and its read in one statement, one round trip: the child's retention
-/// (its one row, see `RETAIN_CHILD`),
+/// (its one row, see `retain_child_sql`),
 /// the attendance and its authorities (when kept), the outbox events, and the child's last
 /// attendances. The final SELECT sees the database as it was before the statement, so the
 /// new attendance joins it from the INSERT's RETURNING (the retention is another table).
@@ -27,13 +28,7 @@ const SWEEP: &str = "DELETE FROM attendances WHERE attendance_id IN \
 /// history is never read).
 fn check_sql() -> String {
     format!(
-        "WITH retained AS ( \
-            INSERT INTO attendance_children (nhs_number, retain_until_us) SELECT $1, $2 \
-            WHERE $4::uuid IS NOT NULL \
-               OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
-            ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
-            WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us \
-         ), kept AS ( \
+        "WITH retained AS ({}), kept AS ( \
             INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
                 setting_type, setting_name, arrival_us, practitioner, flag_current, record_us) \
             SELECT $4, $1, $5, $6, $7, $8, $9, $10, $11, $12 WHERE $4::uuid IS NOT NULL \
@@ -51,17 +46,20 @@ fn check_sql() -> String {
             SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
             FROM kept \
          ) AS r ORDER BY arrival_us DESC, attendance_id DESC LIMIT $3",
+        retain_child_sql("$4::uuid IS NOT NULL"),
         postgres_enqueue_sql(14)
     )
 }
+
+/// [`check_sql`], built once.
+static CHECK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(check_sql);
 
 async fn check_statement(
     conn: &mut PgConnection,
     r: &Recording<'_>,
 ) -> Result<Vec<AttendanceSummary>, StoreError> {
     let a = r.attendance;
-    let sql = check_sql();
-    let query = sqlx::query(&sql)
+    let query = sqlx::query(&CHECK_SQL)
         .bind(r.nhs_number)
         .bind(r.retain_until_us)
         .bind(r.recent)
@@ -104,7 +102,7 @@ impl AttendanceStore for PgAttendanceStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(attendance) = attendance {
-            sqlx::query(RETAIN_CHILD)
+            sqlx::query(&RETAIN_CHILD)
                 .bind(&attendance.nhs_number)
                 .bind(attendance.retain_until_us)
                 .bind(true)

@@ -38,7 +38,7 @@ impl AttendanceStore for SqliteAttendanceStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(attendance) = attendance {
-            sqlx::query(RETAIN_CHILD)
+            sqlx::query(&RETAIN_CHILD)
                 .bind(&attendance.nhs_number)
                 .bind(attendance.retain_until_us)
                 .bind(true)

@@ -96,11 +96,8 @@ pub(crate) async fn get_flags(
 
 /// Whether the peer is the attendance service (whose checks audit their reads themselves).
 fn is_attendance(peer: &Caller) -> bool {
-    matches!(peer, Caller::Service(workload) if workload.name == ATTENDANCE)
+    matches!(peer, Caller::Service(workload) if workload.name == crate::ATTENDANCE_WORKLOAD)
 }
-
-/// The attendance service's workload name.
-const ATTENDANCE: &str = "attendance";
 
 fn rank(state: FlagState) -> u8 {
     match state {

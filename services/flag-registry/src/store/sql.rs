@@ -81,24 +81,7 @@ macro_rules! flag_store {
                  $12, $13, $14, $15, $16, $17)",
                 $crate::store::sql::COLUMNS
             );
-            let result = sqlx::query(&sql)
-                .bind(&row.flag_id)
-                .bind(&row.authority_code)
-                .bind(&row.authority_name)
-                .bind(&row.case_reference)
-                .bind(&row.nhs_number)
-                .bind(&row.kind)
-                .bind(&row.legal_basis)
-                .bind(&row.expected_delivery)
-                .bind(&row.start_date)
-                .bind(&row.end_date)
-                .bind(&row.delete_date)
-                .bind(&row.office_hours_phone)
-                .bind(&row.emergency_duty_phone)
-                .bind(&row.secure_email)
-                .bind(row.version)
-                .bind(row.updated_at_us)
-                .bind(&row.updated_by)
+            let result = $crate::store::sql::bind_flag_row!(sqlx::query(&sql), row)
                 .execute(&mut *conn)
                 .await;
             match result {
@@ -434,3 +417,30 @@ macro_rules! flag_store {
 }
 
 pub(crate) use flag_store;
+
+/// Binds a [`FlagRow`](crate::store::FlagRow)'s 17 values to `$query`, in the order of
+/// [`COLUMNS`].
+macro_rules! bind_flag_row {
+    ($query:expr, $row:expr) => {{
+        let row: &$crate::store::FlagRow = $row;
+        $query
+            .bind(&row.flag_id)
+            .bind(&row.authority_code)
+            .bind(&row.authority_name)
+            .bind(&row.case_reference)
+            .bind(&row.nhs_number)
+            .bind(&row.kind)
+            .bind(&row.legal_basis)
+            .bind(&row.expected_delivery)
+            .bind(&row.start_date)
+            .bind(&row.end_date)
+            .bind(&row.delete_date)
+            .bind(&row.office_hours_phone)
+            .bind(&row.emergency_duty_phone)
+            .bind(&row.secure_email)
+            .bind(row.version)
+            .bind(row.updated_at_us)
+            .bind(&row.updated_by)
+    }};
+}
+pub(crate) use bind_flag_row;

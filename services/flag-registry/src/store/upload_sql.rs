@@ -126,24 +126,7 @@ macro_rules! multi_row_statements {
                 let sql = $crate::store::upload_sql::upsert_sql(part.len());
                 let mut query = sqlx::query(&sql);
                 for row in part {
-                    query = query
-                        .bind(&row.flag_id)
-                        .bind(&row.authority_code)
-                        .bind(&row.authority_name)
-                        .bind(&row.case_reference)
-                        .bind(&row.nhs_number)
-                        .bind(&row.kind)
-                        .bind(&row.legal_basis)
-                        .bind(&row.expected_delivery)
-                        .bind(&row.start_date)
-                        .bind(&row.end_date)
-                        .bind(&row.delete_date)
-                        .bind(&row.office_hours_phone)
-                        .bind(&row.emergency_duty_phone)
-                        .bind(&row.secure_email)
-                        .bind(row.version)
-                        .bind(row.updated_at_us)
-                        .bind(&row.updated_by);
+                    query = $crate::store::sql::bind_flag_row!(query, row);
                 }
                 let done = query.execute(&mut *conn).await?;
                 if usize::try_from(done.rows_affected()).ok() != Some(part.len()) {
