@@ -39,7 +39,9 @@ pub use store::MIGRATIONS;
 #[derive(Debug, Clone, Copy)]
 pub struct FlagRegistry;
 
-/// The attendance service's workload name: the registry's one caller for checks.
+/// The attendance service's workload name: the registry's one caller for checks. (The
+/// policy below spells it as a literal: tests/deploy read the policies from the source to
+/// check the chart's NetworkPolicies.)
 pub(crate) const ATTENDANCE_WORKLOAD: &str = "attendance";
 
 /// Who may call what: `GetFlags` only the attendance service, and the audit service (which
@@ -54,7 +56,7 @@ pub fn policy(ctx: &MeshContext) -> AccessPolicy {
         .allow_method(
             &method("GetFlags"),
             [
-                PeerClass::service(ATTENDANCE_WORKLOAD),
+                PeerClass::service("attendance"),
                 PeerClass::service("audit"),
             ],
         )
