@@ -213,7 +213,14 @@ impl OutboxStore for PostgresOutbox {
             if seqs.is_empty() {
                 return Ok(0);
             }
-            let done = sqlx::query(CONFIRM).bind(seqs).execute(&self.relay).await?;
+            // Planned with the batch's numbers each time: a plan kept for the connection
+            // may be made while the outbox is nearly empty (a sequential scan) and would
+            // then scan a backlog of any size for every confirmation.
+            let done = sqlx::query(CONFIRM)
+                .persistent(false)
+                .bind(seqs)
+                .execute(&self.relay)
+                .await?;
             Ok(done.rows_affected())
         })
     }

@@ -18,6 +18,9 @@ use super::{
 };
 use crate::shutdown::Shutdown;
 
+/// The longest the backlog gauges go without a refresh while the relay is busy.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Longest `last_error` kept: enough to diagnose, bounded whatever a destination answers.
 const MAX_ERROR_LEN: usize = 1000;
 
@@ -170,8 +173,16 @@ impl Destination<'_> {
         let settings = &self.relay.settings;
         let batch_size = settings.batch_size.max(1);
         let mut wake = self.relay.wake.subscribe();
+        // The backlog gauges are read at most once per poll interval (and at most once a
+        // second): under load the relay claims many times a second, and counting the
+        // backlog each time cost the database as much as the claims themselves.
+        let stats_every = settings.poll_interval.min(STATS_INTERVAL);
+        let mut observed: Option<Instant> = None;
         while !shutdown.is_requested() {
-            self.observe().await;
+            if observed.is_none_or(|at| at.elapsed() >= stats_every) {
+                observed = Some(Instant::now());
+                self.observe().await;
+            }
             // Before the claim, so that our reckoning of the lease never outlasts the
             // database's.
             let claimed_at = Instant::now();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use cpis_merkle::Hash;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::sequencer::{self, LogTransaction, NewRow};
@@ -30,6 +30,25 @@ impl PgAuditStore {
     }
 }
 
+/// Which of a batch's event ids are in the log already.
+///
+/// Run as an unnamed statement, planned with the batch's ids each time: a plan kept for the
+/// connection is made while the log is small (a sequential scan is then cheapest) and would
+/// scan the whole log for every batch once it has grown, wherever no ANALYZE has run since
+/// (autovacuum off, or behind).
+const EXISTING: &str = "SELECT event_id, idx FROM audit_events WHERE event_id = ANY($1)";
+
+/// A batch's events and the stored hashes they add, in one statement with array parameters:
+/// one statement text whatever the batch size, prepared once per connection.
+const INSERT: &str = "\
+WITH events AS (
+    INSERT INTO audit_events (idx, event_id, leaf_data, subject_nhs_number, actor,
+        actor_organisation, action, event_time_us, trace_id, append_time_us)
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bytea[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[])
+)
+INSERT INTO stored_hashes (idx, hash) SELECT * FROM unnest($11::bigint[], $12::bytea[])";
+
 struct PgLog<'c>(&'c mut PgConnection);
 
 impl LogTransaction for PgLog<'_> {
@@ -41,7 +60,9 @@ impl LogTransaction for PgLog<'_> {
     }
 
     async fn existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, StoreError> {
-        let rows = sqlx::query("SELECT event_id, idx FROM audit_events WHERE event_id = ANY($1)")
+        let rows = sqlx::query(EXISTING)
+            // Planned for each batch (see EXISTING).
+            .persistent(false)
             .bind(ids)
             .fetch_all(&mut *self.0)
             .await?;
@@ -55,30 +76,35 @@ impl LogTransaction for PgLog<'_> {
     }
 
     async fn insert(&mut self, rows: &[NewRow], hashes: &[(u64, Hash)]) -> Result<(), StoreError> {
-        // Batches are bounded by the API (at most 1000 events), well within bind limits.
-        let mut events = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_events (idx, event_id, leaf_data, subject_nhs_number, actor, \
-             actor_organisation, action, event_time_us, trace_id, append_time_us) ",
-        );
-        events.push_values(rows, |mut b, row| {
-            b.push_bind(to_i64(row.index))
-                .push_bind(row.event_id)
-                .push_bind(&row.leaf_data)
-                .push_bind(&row.columns.subject_nhs_number)
-                .push_bind(&row.columns.actor)
-                .push_bind(&row.columns.actor_organisation)
-                .push_bind(&row.columns.action)
-                .push_bind(row.columns.event_time_us)
-                .push_bind(&row.columns.trace_id)
-                .push_bind(row.append_time_us);
-        });
-        events.build().execute(&mut *self.0).await?;
-        let mut stored = QueryBuilder::<Postgres>::new("INSERT INTO stored_hashes (idx, hash) ");
-        stored.push_values(hashes, |mut b, (index, hash)| {
-            b.push_bind(to_i64(*index))
-                .push_bind(hash.as_bytes().to_vec());
-        });
-        stored.build().execute(&mut *self.0).await?;
+        let column = |f: fn(&NewRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT)
+            .bind(rows.iter().map(|r| to_i64(r.index)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.leaf_data.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|r| r.columns.subject_nhs_number.as_deref()))
+            .bind(column(|r| Some(r.columns.actor.as_str())))
+            .bind(column(|r| r.columns.actor_organisation.as_deref()))
+            .bind(column(|r| Some(r.columns.action.as_str())))
+            .bind(
+                rows.iter()
+                    .map(|r| r.columns.event_time_us)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|r| r.columns.trace_id.as_deref()))
+            .bind(rows.iter().map(|r| r.append_time_us).collect::<Vec<_>>())
+            .bind(hashes.iter().map(|(i, _)| to_i64(*i)).collect::<Vec<_>>())
+            .bind(
+                hashes
+                    .iter()
+                    .map(|(_, h)| h.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 }
@@ -86,6 +112,8 @@ impl LogTransaction for PgLog<'_> {
 async fn read_hashes(conn: &mut PgConnection, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
     let wanted: Vec<i64> = indexes.iter().map(|i| to_i64(*i)).collect();
     let rows = sqlx::query("SELECT idx, hash FROM stored_hashes WHERE idx = ANY($1)")
+        // Planned for each read, as EXISTING is.
+        .persistent(false)
         .bind(&wanted)
         .fetch_all(conn)
         .await?;

@@ -2,6 +2,9 @@
 //! through a transaction-scoped advisory lock, so an authority's sequence numbers commit in
 //! order; workers lease deliveries with `FOR UPDATE SKIP LOCKED`.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use cpis_mesh::outbox::{NewOutboxEvent, enqueue_postgres};
 use sqlx::Postgres;
 use sqlx::postgres::PgPool;
@@ -67,6 +70,77 @@ async fn lock_authorities(
             .await?;
     }
     Ok(())
+}
+
+/// Which of `ids` are stored or folded already, in one statement for the batch.
+async fn seen(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let found: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT event_id FROM notifications WHERE event_id = ANY($1) \
+         UNION ALL SELECT event_id FROM folded_events WHERE event_id = ANY($1)",
+    )
+    // Planned with the batch's ids each time: a plan kept for the connection may be made
+    // while the inbox is nearly empty (a sequential scan) and would scan it whole later.
+    .persistent(false)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Folds an event into the newest open notification of its authority with the same fold
+/// key first occurring within the window, in one statement: finds it, counts the event in
+/// and keeps its latest time, records the event as folded, and returns the notification
+/// as it is after. Binds: authority, fold key, window start, window end, occur time, event
+/// id.
+static FOLD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH open AS ( \
+            SELECT notification_id AS open_id FROM notifications \
+            WHERE authority = $1 AND fold_key = $2 AND acknowledge_time_us IS NULL \
+              AND occur_time_us >= $3 AND occur_time_us <= $4 \
+            ORDER BY seq DESC LIMIT 1 \
+         ), folded AS ( \
+            UPDATE notifications SET occurrence_count = occurrence_count + 1, \
+                last_occur_time_us = GREATEST(COALESCE(last_occur_time_us, occur_time_us), $5) \
+            FROM open WHERE notification_id = open.open_id \
+            RETURNING {COLUMNS} \
+         ), recorded AS ( \
+            INSERT INTO folded_events (event_id, notification_id) \
+            SELECT $6, notification_id FROM folded \
+         ) \
+         SELECT {COLUMNS} FROM folded"
+    )
+});
+
+/// Folds `n` into an open notification with its fold key first occurring within the
+/// window, if there is one; the notification as it is after.
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    n: &NewNotification,
+    fold_window_us: i64,
+) -> Result<Option<StoredNotification>, StoreError> {
+    let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
+        return Ok(None);
+    };
+    if fold_window_us <= 0 {
+        return Ok(None);
+    }
+    let row = sqlx::query(&FOLD)
+        .bind(&n.authority)
+        .bind(key)
+        .bind(n.occur_time_us.saturating_sub(fold_window_us))
+        .bind(n.occur_time_us.saturating_add(fold_window_us))
+        .bind(n.occur_time_us)
+        .bind(event_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|row| decode_row!(&row)).transpose()?)
 }
 
 super::sql::impl_store!(PgNotificationStore, Postgres, enqueue_postgres);

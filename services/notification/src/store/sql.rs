@@ -1,11 +1,9 @@
 //! The inbox statements both stores share, written once: `impl_store!` expands them for a
 //! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides `begin` (a transaction that may write),
-//! `lock_authorities` (publishers and escalations of one authority take turns) and `CLAIM`
-//! (leasing due deliveries without two workers taking the same one).
-
-/// Whether an event id was seen before (stored or folded). Binds: event id.
-pub(crate) const SEEN: &str = "SELECT 1 FROM notifications WHERE event_id = $1 \
-     UNION ALL SELECT 1 FROM folded_events WHERE event_id = $1 LIMIT 1";
+//! `lock_authorities` (publishers and escalations of one authority take turns), `seen`
+//! (which of a batch's event ids are stored or folded already), `fold` (folding an event
+//! into an open notification) and `CLAIM` (leasing due deliveries without two workers
+//! taking the same one).
 
 /// The webhooks a notification of a kind goes to: escalations only to those flagged for
 /// them. Binds: authority, whether the kind is not an escalation.
@@ -22,7 +20,7 @@ pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries \
 /// transaction (`read`, `insert`, `fold`) and [`NotificationStore`](super::NotificationStore).
 macro_rules! impl_store {
     ($store:ty, $db:ty, $enqueue:path) => {
-        use $crate::store::sql::{INSERT_DELIVERY, SEEN, WEBHOOKS_FOR};
+        use $crate::store::sql::{INSERT_DELIVERY, WEBHOOKS_FOR};
 
         async fn read(
             tx: &mut sqlx::Transaction<'_, $db>,
@@ -40,11 +38,12 @@ macro_rules! impl_store {
         }
 
         /// Stores `n` at the next place of its inbox with a delivery to each of its
-        /// authority's webhooks.
+        /// authority's webhooks (looked up once per transaction in `webhooks`).
         async fn insert(
             tx: &mut sqlx::Transaction<'_, $db>,
             n: NewNotification,
             now_us: i64,
+            webhooks: &mut std::collections::HashMap<(String, bool), Vec<Uuid>>,
         ) -> Result<Option<StoredNotification>, StoreError> {
             let seq: Option<i64> = sqlx::query_scalar(INSERT)
                 .bind(&n.authority)
@@ -60,12 +59,19 @@ macro_rules! impl_store {
                 .await?;
             let Some(seq) = seq else { return Ok(None) };
             let escalation = cpis_proto::notification::NotificationKind::Escalation as i32;
-            let hooks: Vec<Uuid> = sqlx::query_scalar(WEBHOOKS_FOR)
-                .bind(&n.authority)
-                .bind(n.kind != escalation)
-                .fetch_all(&mut **tx)
-                .await?;
-            for hook in hooks {
+            let key = (n.authority.clone(), n.kind != escalation);
+            let hooks = match webhooks.entry(key) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let found: Vec<Uuid> = sqlx::query_scalar(WEBHOOKS_FOR)
+                        .bind(&n.authority)
+                        .bind(n.kind != escalation)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    entry.insert(found)
+                }
+            };
+            for &hook in hooks.iter() {
                 sqlx::query(INSERT_DELIVERY)
                     .bind(Uuid::now_v7())
                     .bind(&n.authority)
@@ -90,53 +96,6 @@ macro_rules! impl_store {
             }))
         }
 
-        /// Folds `n` into an open notification with its fold key first occurring within
-        /// the window, if there is one; the notification as it is after.
-        async fn fold(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            n: &NewNotification,
-            fold_window_us: i64,
-        ) -> Result<Option<StoredNotification>, StoreError> {
-            let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
-                return Ok(None);
-            };
-            if fold_window_us <= 0 {
-                return Ok(None);
-            }
-            let row = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE authority = $1 AND fold_key = $2 \
-                 AND acknowledge_time_us IS NULL AND occur_time_us >= $3 \
-                 AND occur_time_us <= $4 ORDER BY seq DESC LIMIT 1"
-            ))
-            .bind(&n.authority)
-            .bind(key)
-            .bind(n.occur_time_us.saturating_sub(fold_window_us))
-            .bind(n.occur_time_us.saturating_add(fold_window_us))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(open) = row.map(|row| decode_row!(&row)).transpose()? else {
-                return Ok(None);
-            };
-            let last = open
-                .last_occur_time_us
-                .unwrap_or(open.occur_time_us)
-                .max(n.occur_time_us);
-            sqlx::query(
-                "UPDATE notifications SET occurrence_count = occurrence_count + 1, \
-                 last_occur_time_us = $1 WHERE notification_id = $2",
-            )
-            .bind(last)
-            .bind(open.notification_id)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("INSERT INTO folded_events (event_id, notification_id) VALUES ($1, $2)")
-                .bind(event_id)
-                .bind(open.notification_id)
-                .execute(&mut **tx)
-                .await?;
-            read(tx, &n.authority, open.notification_id).await
-        }
-
         impl NotificationStore for $store {
             async fn publish(
                 &self,
@@ -149,16 +108,17 @@ macro_rules! impl_store {
                     notifications.iter().map(|n| n.authority.as_str()).collect();
                 lock_authorities(&mut tx, &authorities).await?;
                 let mut published = Published::default();
+                // Event ids stored or folded before, then also those of this batch: a
+                // re-sent event (even twice in one batch) is a duplicate.
+                let ids: Vec<Uuid> = notifications.iter().filter_map(|n| n.event_id).collect();
+                let mut seen_ids = seen(&mut tx, &ids).await?;
+                let mut webhooks = std::collections::HashMap::new();
                 for n in notifications {
-                    if let Some(event_id) = n.event_id {
-                        let seen: Option<i32> = sqlx::query_scalar(SEEN)
-                            .bind(event_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if seen.is_some() {
-                            published.duplicates += 1;
-                            continue;
-                        }
+                    if let Some(event_id) = n.event_id
+                        && !seen_ids.insert(event_id)
+                    {
+                        published.duplicates += 1;
+                        continue;
                     }
                     if let Some(folded) = fold(&mut tx, &n, fold_window_us).await? {
                         published.folded_events += 1;
@@ -170,7 +130,7 @@ macro_rules! impl_store {
                         published.folded.push(folded);
                         continue;
                     }
-                    match insert(&mut tx, n, now_us).await? {
+                    match insert(&mut tx, n, now_us, &mut webhooks).await? {
                         Some(stored) => published.stored.push(stored),
                         None => published.duplicates += 1,
                     }
@@ -289,7 +249,8 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(None);
                 };
-                let stored = insert(&mut tx, new, now_us).await?;
+                let stored =
+                    insert(&mut tx, new, now_us, &mut std::collections::HashMap::new()).await?;
                 tx.commit().await?;
                 Ok(stored)
             }

@@ -3,6 +3,8 @@
 //! holds the write lock throughout; an authority's sequence numbers then commit in order,
 //! and a claim (one statement) cannot interleave with another, without locks of our own.
 
+use std::collections::HashSet;
+
 use cpis_mesh::outbox::{NewOutboxEvent, enqueue_sqlite};
 use sqlx::Sqlite;
 use sqlx::sqlite::SqlitePool;
@@ -43,6 +45,72 @@ async fn lock_authorities(
     _: &[&str],
 ) -> Result<(), sqlx::Error> {
     Ok(())
+}
+
+/// Which of `ids` are stored or folded already: a statement each, in process.
+async fn seen(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut found = HashSet::new();
+    for &id in ids {
+        let seen: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM notifications WHERE event_id = $1 \
+             UNION ALL SELECT 1 FROM folded_events WHERE event_id = $1 LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if seen.is_some() {
+            found.insert(id);
+        }
+    }
+    Ok(found)
+}
+
+/// Folds `n` into an open notification with its fold key first occurring within the
+/// window, if there is one; the notification as it is after. (SQLite has no
+/// data-modifying WITH: a statement per step, in process.)
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    n: &NewNotification,
+    fold_window_us: i64,
+) -> Result<Option<StoredNotification>, StoreError> {
+    let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
+        return Ok(None);
+    };
+    if fold_window_us <= 0 {
+        return Ok(None);
+    }
+    let open: Option<Uuid> = sqlx::query_scalar(
+        "SELECT notification_id FROM notifications WHERE authority = $1 AND fold_key = $2 \
+         AND acknowledge_time_us IS NULL AND occur_time_us >= $3 \
+         AND occur_time_us <= $4 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(&n.authority)
+    .bind(key)
+    .bind(n.occur_time_us.saturating_sub(fold_window_us))
+    .bind(n.occur_time_us.saturating_add(fold_window_us))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(open) = open else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&format!(
+        "UPDATE notifications SET occurrence_count = occurrence_count + 1, \
+         last_occur_time_us = MAX(COALESCE(last_occur_time_us, occur_time_us), $1) \
+         WHERE notification_id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(n.occur_time_us)
+    .bind(open)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO folded_events (event_id, notification_id) VALUES ($1, $2)")
+        .bind(event_id)
+        .bind(open)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(decode_row!(&row)?))
 }
 
 super::sql::impl_store!(SqliteNotificationStore, Sqlite, enqueue_sqlite);
