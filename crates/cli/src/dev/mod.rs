@@ -62,8 +62,12 @@ const NAMESPACE: &str = "cpis";
 /// Runs `cpis dev` until Ctrl-C.
 pub(crate) fn run(args: DevArgs, output: Output) -> Result<(), Failure> {
     let store = StoreArgs::new(args.postgres.as_deref(), args.redis.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Two workers, unless tokio's own TOKIO_WORKER_THREADS says otherwise.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(2);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .map_err(|e| Failure::internal(e.to_string()))?;

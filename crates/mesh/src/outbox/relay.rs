@@ -34,6 +34,10 @@ pub struct RelaySettings {
     pub batch_size: usize,
     /// How often an idle relay looks for rows written by other processes, or due again.
     pub poll_interval: Duration,
+    /// How long a relay woken by a producer's commit waits before it claims, so that the
+    /// commits that follow join the batch: under a steady load one delivery (and one
+    /// commit at the destination) carries many events instead of one or two each.
+    pub linger: Duration,
     /// How long a claim holds its rows. A delivery is abandoned after half of it, so that
     /// no other relay can claim a row while it is still being shipped.
     pub lease: Duration,
@@ -47,6 +51,7 @@ impl Default for RelaySettings {
             relay_id: default_relay_id(),
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
+            linger: Duration::from_millis(20),
             lease: Duration::from_secs(30),
             backoff: Backoff::default(),
         }
@@ -209,7 +214,12 @@ impl Destination<'_> {
             }
             tokio::select! {
                 () = shutdown.requested() => break,
-                Ok(()) = wake.changed() => {}
+                Ok(()) = wake.changed() => {
+                    tokio::select! {
+                        () = shutdown.requested() => break,
+                        () = tokio::time::sleep(settings.linger) => {}
+                    }
+                }
                 () = tokio::time::sleep(settings.poll_interval) => {}
             }
         }

@@ -217,6 +217,7 @@ pub fn fast(relay_id: &str) -> RelaySettings {
         relay_id: relay_id.to_owned(),
         batch_size: 10,
         poll_interval: Duration::from_millis(20),
+        linger: Duration::from_millis(5),
         lease: Duration::from_secs(5),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
     }

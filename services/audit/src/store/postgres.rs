@@ -38,6 +38,17 @@ impl PgAuditStore {
 /// (autovacuum off, or behind).
 const EXISTING: &str = "SELECT event_id, idx FROM audit_events WHERE event_id = ANY($1)";
 
+/// The log's size and [`EXISTING`] in one round trip: a row for each known id, or one row
+/// of NULLs beside the size when none is known.
+const SIZE_AND_EXISTING: &str = "\
+SELECT s.size, e.event_id, e.idx
+FROM (SELECT COALESCE(MAX(idx) + 1, 0) AS size FROM audit_events) AS s
+LEFT JOIN audit_events AS e ON e.event_id = ANY($1)";
+
+/// Begins an append: the transaction and the sequencer's lock in one round trip.
+static BEGIN_SEQUENCED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("BEGIN; SELECT pg_advisory_xact_lock({SEQUENCER_LOCK})"));
+
 /// A batch's events and the stored hashes they add, in one statement with array parameters:
 /// one statement text whatever the batch size, prepared once per connection.
 const INSERT: &str = "\
@@ -69,6 +80,30 @@ impl LogTransaction for PgLog<'_> {
         rows.iter()
             .map(|r| Ok((r.try_get::<Uuid, _>(0)?, to_u64(r.try_get::<i64, _>(1)?))))
             .collect()
+    }
+
+    async fn size_and_existing(
+        &mut self,
+        ids: &[Uuid],
+    ) -> Result<(u64, HashMap<Uuid, u64>), StoreError> {
+        let rows = sqlx::query(SIZE_AND_EXISTING)
+            // Planned for each batch, as EXISTING is.
+            .persistent(false)
+            .bind(ids)
+            .fetch_all(&mut *self.0)
+            .await?;
+        let mut size = 0;
+        let mut known = HashMap::new();
+        for row in &rows {
+            size = to_u64(row.try_get::<i64, _>(0)?);
+            if let (Some(id), Some(index)) = (
+                row.try_get::<Option<Uuid>, _>(1)?,
+                row.try_get::<Option<i64>, _>(2)?,
+            ) {
+                known.insert(id, to_u64(index));
+            }
+        }
+        Ok((size, known))
     }
 
     async fn read_hashes(&mut self, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
@@ -170,12 +205,8 @@ impl AuditStore for PgAuditStore {
         events: Vec<PendingEvent>,
         recorded_by: &str,
     ) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.pool.begin().await?;
         // The sequencer: one appender at a time across every replica, until commit.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SEQUENCER_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin_with(BEGIN_SEQUENCED.as_str()).await?;
         let appended = sequencer::append(&mut PgLog(&mut tx), events, recorded_by).await?;
         tx.commit().await?;
         Ok(appended)

@@ -27,6 +27,14 @@ pub(crate) trait LogTransaction {
     async fn size(&mut self) -> Result<u64, StoreError>;
     /// The indexes of those of `ids` already in the log.
     async fn existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, StoreError>;
+    /// Both of the above; a store that can answer them in one round trip does.
+    async fn size_and_existing(
+        &mut self,
+        ids: &[Uuid],
+    ) -> Result<(u64, HashMap<Uuid, u64>), StoreError> {
+        let size = self.size().await?;
+        Ok((size, self.existing(ids).await?))
+    }
     /// Stored hashes by index, in the order asked.
     async fn read_hashes(&mut self, indexes: &[u64]) -> Result<Vec<Hash>, StoreError>;
     /// Inserts the rows and the stored hashes.
@@ -51,9 +59,8 @@ pub(crate) async fn append<T: LogTransaction>(
     };
     let append_time_us = now.unix_timestamp() * 1_000_000 + i64::from(now.microsecond());
 
-    let mut next = tx.size().await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let mut known = tx.existing(&ids).await?;
+    let (mut next, mut known) = tx.size_and_existing(&ids).await?;
     // Hashes computed in this batch, so later records read them without a round trip.
     let mut fresh: HashMap<u64, Hash> = HashMap::new();
     let mut rows = Vec::new();

@@ -54,16 +54,34 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sq
     pool.begin().await
 }
 
+/// Begins a transaction holding the authorities' turns (see [`lock_authorities`]), in one
+/// round trip: the keys are numbers of ours, written into the statement.
+async fn begin_locked(
+    pool: &PgPool,
+    authorities: &[&str],
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut sql = String::from("BEGIN");
+    for key in lock_keys(authorities) {
+        sql.push_str(&format!("; SELECT pg_advisory_xact_lock({key})"));
+    }
+    pool.begin_with(sql).await
+}
+
+/// The authorities' lock keys in the one order every transaction takes them.
+fn lock_keys(authorities: &[&str]) -> Vec<i64> {
+    let mut keys: Vec<i64> = authorities.iter().map(|a| lock_key(a)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Takes the authorities' turns, in one order (sorted, deduplicated) so that two
 /// transactions never deadlock.
 async fn lock_authorities(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     authorities: &[&str],
 ) -> Result<(), sqlx::Error> {
-    let mut keys: Vec<i64> = authorities.iter().map(|a| lock_key(a)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for key in keys {
+    for key in lock_keys(authorities) {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
             .execute(&mut **tx)

@@ -1,6 +1,7 @@
 //! The inbox statements both stores share, written once: `impl_store!` expands them for a
 //! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides `begin` (a transaction that may write),
-//! `lock_authorities` (publishers and escalations of one authority take turns), `seen`
+//! `lock_authorities` (publishers and escalations of one authority take turns),
+//! `begin_locked` (both at once), `seen`
 //! (which of a batch's event ids are stored or folded already), `fold` (folding an event
 //! into an open notification) and `CLAIM` (leasing due deliveries without two workers
 //! taking the same one).
@@ -103,10 +104,9 @@ macro_rules! impl_store {
                 now_us: i64,
                 fold_window_us: i64,
             ) -> Result<Published, StoreError> {
-                let mut tx = begin(&self.pool).await?;
                 let authorities: Vec<&str> =
                     notifications.iter().map(|n| n.authority.as_str()).collect();
-                lock_authorities(&mut tx, &authorities).await?;
+                let mut tx = begin_locked(&self.pool, &authorities).await?;
                 let mut published = Published::default();
                 // Event ids stored or folded before, then also those of this batch: a
                 // re-sent event (even twice in one batch) is a duplicate.

@@ -39,6 +39,15 @@ async fn begin(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, 
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
+/// A transaction that may write; `BEGIN IMMEDIATE` holds the one write lock, every
+/// authority's turn with it.
+async fn begin_locked(
+    pool: &SqlitePool,
+    _: &[&str],
+) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+    begin(pool).await
+}
+
 /// Nothing to take: `BEGIN IMMEDIATE` already holds the one write lock.
 async fn lock_authorities(
     _: &mut sqlx::Transaction<'_, Sqlite>,
