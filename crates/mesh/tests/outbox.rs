@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cpis_mesh::Shutdown;
+use cpis_mesh::db::Database;
 use cpis_mesh::outbox::{
-    AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, Retry, SinkError,
+    AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, PostgresOutbox, Retry, SinkError,
 };
 use cpis_mesh::testkit::TestPki;
 use cpis_proto::audit::AuditEvent;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use outbox_support::audit::{AuditServer, POISON_ACTION, attendance_channel};
 // The relay cases, for the macro to find beside the store cases.
 use outbox_support::delivery::*;
-use outbox_support::{Fixture, PATIENCE, events, eventually, fast, relay, traced};
+use outbox_support::{Consumer, Fixture, PATIENCE, events, eventually, fast, relay, traced};
 
 /// Runs each case against both stores.
 macro_rules! contract {
@@ -61,6 +62,42 @@ contract!(
     a_notified_relay_does_not_wait_for_its_poll,
     audit_sink_appends_over_mtls,
 );
+
+/// Where autovacuum is off or behind (as on the CI machine), the relay vacuums its outbox
+/// itself once enough delivered rows were deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_postgres_outbox_is_vacuumed_by_its_relay() {
+    let fx = Fixture::postgres().await;
+    let Database::Postgres(pool) = &fx.db else {
+        unreachable!("a Postgres fixture");
+    };
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(vacuums().await, 0);
+    let store = Arc::new(PostgresOutbox::with_vacuum(
+        pool.clone(),
+        25,
+        Duration::ZERO,
+    ));
+    let consumer = Consumer::up();
+    fx.write(&events(30), true).await;
+    let shutdown = Shutdown::new();
+    let running = relay(store, Arc::new(consumer.clone()), fast("relay")).spawn(shutdown.clone());
+    assert!(eventually(PATIENCE, || async { consumer.stored().len() == 30 }).await);
+    assert!(
+        eventually(PATIENCE, || async { vacuums().await >= 1 }).await,
+        "30 deleted rows passed the threshold of 25"
+    );
+    assert!(fx.rows().await.is_empty());
+    shutdown.trigger();
+    running.await.unwrap();
+}
 
 async fn rolled_back_writes_leave_nothing(fx: Fixture) {
     fx.write(&events(3), false).await;

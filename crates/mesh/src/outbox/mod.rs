@@ -26,6 +26,7 @@ mod schema;
 mod sink;
 mod sqlite;
 mod store;
+mod vacuum;
 mod writer;
 
 pub use backoff::Backoff;
@@ -37,6 +38,7 @@ pub use schema::{POSTGRES_SQL, SQLITE_SQL};
 pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
 pub use sqlite::{SqliteOutbox, enqueue_sqlite};
 pub use store::{Claim, DestinationStats, Lease, OutboxStore, Retry, store};
+pub use vacuum::{VACUUM_AFTER_ROWS, VACUUM_GAP};
 pub use writer::OutboxWriter;
 
 /// The destination of events for the audit service's `Append`.

@@ -1,5 +1,6 @@
 //! The outbox on Postgres. Times come from the database's clock, shared by every relay.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -9,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::store::{attempts, millis};
+use super::vacuum::{VACUUM_AFTER_ROWS, VACUUM_GAP, Vacuum};
 use super::{
     Claim, DestinationStats, Lease, NewOutboxEvent, OutboxError, OutboxEvent, OutboxStore, Retry,
 };
@@ -133,6 +135,8 @@ pub struct PostgresOutbox {
     /// Claims, confirmations and releases: without waiting for the WAL flush (see
     /// [`relaxed_commit_pool`]); each is safe to lose in a crash.
     relay: PgPool,
+    /// Vacuums the table after many confirmations (see [`super::vacuum`]).
+    vacuum: Arc<Vacuum>,
 }
 
 /// How many connections the relay's relaxed pool opens at most (a loop per destination,
@@ -142,8 +146,16 @@ const RELAY_CONNECTIONS: u32 = 4;
 impl PostgresOutbox {
     /// The outbox in the database of `pool` (within a Tokio runtime).
     pub fn new(pool: PgPool) -> Self {
+        Self::with_vacuum(pool, VACUUM_AFTER_ROWS, VACUUM_GAP)
+    }
+
+    /// As [`new`](Self::new), vacuuming the table after `after_rows` confirmed rows, at most
+    /// once per `gap` (tests use small numbers).
+    pub fn with_vacuum(pool: PgPool, after_rows: u64, gap: Duration) -> Self {
+        let relay = relaxed_commit_pool(&pool, RELAY_CONNECTIONS);
         Self {
-            relay: relaxed_commit_pool(&pool, RELAY_CONNECTIONS),
+            vacuum: Arc::new(Vacuum::new(relay.clone(), after_rows, gap)),
+            relay,
             pool,
         }
     }
@@ -221,6 +233,7 @@ impl OutboxStore for PostgresOutbox {
                 .bind(seqs)
                 .execute(&self.relay)
                 .await?;
+            self.vacuum.deleted(done.rows_affected()).await;
             Ok(done.rows_affected())
         })
     }
