@@ -59,6 +59,18 @@ pub struct NewNotification {
     pub escalate_at_us: Option<i64>,
 }
 
+impl NewNotification {
+    /// Its fold key and event id when it may be folded into an open notification: an
+    /// attendance (it has a fold key) from a producer (it has an event id), with folding on
+    /// (a window above zero).
+    pub(crate) fn foldable(&self, fold_window_us: i64) -> Option<(&str, Uuid)> {
+        match (&self.fold_key, self.event_id) {
+            (Some(key), Some(event_id)) if fold_window_us > 0 => Some((key.as_str(), event_id)),
+            _ => None,
+        }
+    }
+}
+
 /// A notification as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredNotification {

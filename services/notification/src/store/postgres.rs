@@ -143,12 +143,9 @@ async fn fold(
     n: &NewNotification,
     fold_window_us: i64,
 ) -> Result<Option<StoredNotification>, StoreError> {
-    let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
+    let Some((key, event_id)) = n.foldable(fold_window_us) else {
         return Ok(None);
     };
-    if fold_window_us <= 0 {
-        return Ok(None);
-    }
     let row = sqlx::query(&FOLD)
         .bind(&n.authority)
         .bind(key)

@@ -85,12 +85,9 @@ async fn fold(
     n: &NewNotification,
     fold_window_us: i64,
 ) -> Result<Option<StoredNotification>, StoreError> {
-    let (Some(key), Some(event_id)) = (&n.fold_key, n.event_id) else {
+    let Some((key, event_id)) = n.foldable(fold_window_us) else {
         return Ok(None);
     };
-    if fold_window_us <= 0 {
-        return Ok(None);
-    }
     let open: Option<Uuid> = sqlx::query_scalar(
         "SELECT notification_id FROM notifications WHERE authority = $1 AND fold_key = $2 \
          AND acknowledge_time_us IS NULL AND occur_time_us >= $3 \
