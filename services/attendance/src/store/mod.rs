@@ -200,13 +200,17 @@ pub(crate) const INSERT_ATTENDANCE: &str = "INSERT INTO attendances \
 
 /// The child's retention, one row: created when an attendance is kept (`kept`, an SQL
 /// boolean), updated when the child already has one, and never created for a child the
-/// service keeps nothing of (an unflagged child leaves no trace). Rewritten only when it
-/// changes (`IS DISTINCT FROM` is NULL-safe on both databases). `$1` is the NHS number, `$2`
-/// the time.
+/// service keeps nothing of (an unflagged child leaves no trace). Written only when it
+/// changes (`IS [NOT] DISTINCT FROM` is NULL-safe on both databases): a row already holding
+/// the value is not even tried, since an upsert locks the row it conflicts with until
+/// commit, and checks of the same child would then wait for each other's commit. `$1` is
+/// the NHS number, `$2` the time.
 pub(crate) fn retain_child_sql(kept: &str) -> String {
     format!(
         "INSERT INTO attendance_children (nhs_number, retain_until_us) SELECT $1, $2 \
-         WHERE {kept} OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1) \
+         WHERE ({kept} OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1)) \
+         AND NOT EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1 \
+             AND retain_until_us IS NOT DISTINCT FROM $2) \
          ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
          WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us"
     )
