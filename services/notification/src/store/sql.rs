@@ -1,10 +1,15 @@
 //! The inbox statements both stores share, written once: `impl_store!` expands them for a
-//! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides `begin` (a transaction that may write),
-//! `lock_authorities` (publishers and escalations of one authority take turns),
-//! `begin_locked` (both at once), `seen`
-//! (which of a batch's event ids are stored or folded already), `fold` (folding an event
-//! into an open notification) and `CLAIM` (leasing due deliveries without two workers
-//! taking the same one).
+//! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides:
+//! - `begin`: a transaction that may write;
+//! - `lock_authorities`: publishers and escalations of one authority take turns;
+//! - `begin_locked`: both at once;
+//! - `seen`: which of a batch's event ids are stored or folded already;
+//! - `fold`: folding an event into an open notification;
+//! - `CLAIM`: leasing due deliveries without two workers taking the same one.
+
+/// The webhooks of an authority a kind goes to (by authority, and whether the kind is not an
+/// escalation), looked up once per transaction.
+pub(crate) type WebhooksOf = std::collections::HashMap<(String, bool), Vec<uuid::Uuid>>;
 
 /// The webhooks a notification of a kind goes to: escalations only to those flagged for
 /// them. Binds: authority, whether the kind is not an escalation.
@@ -44,7 +49,7 @@ macro_rules! impl_store {
             tx: &mut sqlx::Transaction<'_, $db>,
             n: NewNotification,
             now_us: i64,
-            webhooks: &mut std::collections::HashMap<(String, bool), Vec<Uuid>>,
+            webhooks: &mut $crate::store::sql::WebhooksOf,
         ) -> Result<Option<StoredNotification>, StoreError> {
             let seq: Option<i64> = sqlx::query_scalar(INSERT)
                 .bind(&n.authority)
@@ -112,7 +117,7 @@ macro_rules! impl_store {
                 // re-sent event (even twice in one batch) is a duplicate.
                 let ids: Vec<Uuid> = notifications.iter().filter_map(|n| n.event_id).collect();
                 let mut seen_ids = seen(&mut tx, &ids).await?;
-                let mut webhooks = std::collections::HashMap::new();
+                let mut webhooks = $crate::store::sql::WebhooksOf::new();
                 for n in notifications {
                     if let Some(event_id) = n.event_id
                         && !seen_ids.insert(event_id)
@@ -249,8 +254,13 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(None);
                 };
-                let stored =
-                    insert(&mut tx, new, now_us, &mut std::collections::HashMap::new()).await?;
+                let stored = insert(
+                    &mut tx,
+                    new,
+                    now_us,
+                    &mut $crate::store::sql::WebhooksOf::new(),
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(stored)
             }
