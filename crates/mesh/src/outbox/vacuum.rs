@@ -9,11 +9,11 @@
 //! A role that does not own the table gets a warning from Postgres, not an error: the relay
 //! goes on, and the table is left to autovacuum.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPool;
+use tokio::sync::Mutex;
 
 /// Deleted rows after which the outbox is vacuumed.
 pub const VACUUM_AFTER_ROWS: u64 = 20_000;
@@ -28,7 +28,8 @@ pub(super) struct Vacuum {
     after_rows: u64,
     gap: Duration,
     deleted: AtomicU64,
-    running: AtomicBool,
+    /// When the last vacuum ended; held while one runs, so that the loops of two
+    /// destinations confirming at once do not both vacuum.
     last: Mutex<Option<Instant>>,
 }
 
@@ -40,7 +41,6 @@ impl Vacuum {
             after_rows: after_rows.max(1),
             gap,
             deleted: AtomicU64::new(0),
-            running: AtomicBool::new(false),
             last: Mutex::new(None),
         }
     }
@@ -48,11 +48,14 @@ impl Vacuum {
     /// Counts `rows` deleted, and vacuums when that makes it due.
     pub(super) async fn deleted(&self, rows: u64) {
         let total = self.deleted.fetch_add(rows, Ordering::Relaxed) + rows;
-        if total < self.after_rows || !self.gap_passed() {
+        if total < self.after_rows {
             return;
         }
-        // One vacuum at a time: another destination's loop may be confirming too.
-        if self.running.swap(true, Ordering::AcqRel) {
+        // Another loop is vacuuming: nothing to add.
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < self.gap) {
             return;
         }
         self.deleted.store(0, Ordering::Relaxed);
@@ -70,16 +73,6 @@ impl Vacuum {
                 tracing::warn!(%error, "cannot vacuum the outbox; leaving it to autovacuum")
             }
         }
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(Instant::now());
-        }
-        self.running.store(false, Ordering::Release);
-    }
-
-    fn gap_passed(&self) -> bool {
-        self.last
-            .lock()
-            .map(|last| last.is_none_or(|at| at.elapsed() >= self.gap))
-            .unwrap_or(true)
+        *last = Some(Instant::now());
     }
 }

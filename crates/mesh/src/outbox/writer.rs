@@ -161,12 +161,13 @@ async fn run(databases: Databases, mut queue: mpsc::Receiver<Job>, committed: Co
 /// [`QUEUED_LINGER`]: one statement for many reads instead of one or two each, at no cost
 /// to any caller. A caller that waits for its commit ends the gathering at once.
 async fn linger(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    let unawaited = |batch: &[Job]| batch.iter().all(|job| job.done.is_none());
-    if !unawaited(batch) {
-        return;
-    }
     let until = tokio::time::Instant::now() + QUEUED_LINGER;
-    while batch.len() < MAX_CALLERS_PER_COMMIT && unawaited(batch) {
+    let mut checked = 0;
+    // Only the jobs received since the last look can hold a waiting caller.
+    while batch[checked..].iter().all(|job| job.done.is_none())
+        && batch.len() < MAX_CALLERS_PER_COMMIT
+    {
+        checked = batch.len();
         let room = MAX_CALLERS_PER_COMMIT - batch.len();
         match tokio::time::timeout_at(until, queue.recv_many(batch, room)).await {
             // Every sender is gone: write what there is.

@@ -30,16 +30,13 @@ impl PgAuditStore {
     }
 }
 
-/// Which of a batch's event ids are in the log already.
+/// The log's size and which of a batch's event ids are in it already, in one round trip: a
+/// row for each known id, or one row of NULLs beside the size when none is known.
 ///
 /// Run as an unnamed statement, planned with the batch's ids each time: a plan kept for the
 /// connection is made while the log is small (a sequential scan is then cheapest) and would
 /// scan the whole log for every batch once it has grown, wherever no ANALYZE has run since
 /// (autovacuum off, or behind).
-const EXISTING: &str = "SELECT event_id, idx FROM audit_events WHERE event_id = ANY($1)";
-
-/// The log's size and [`EXISTING`] in one round trip: a row for each known id, or one row
-/// of NULLs beside the size when none is known.
 const SIZE_AND_EXISTING: &str = "\
 SELECT s.size, e.event_id, e.idx
 FROM (SELECT COALESCE(MAX(idx) + 1, 0) AS size FROM audit_events) AS s
@@ -70,24 +67,12 @@ impl LogTransaction for PgLog<'_> {
         Ok(to_u64(size))
     }
 
-    async fn existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, StoreError> {
-        let rows = sqlx::query(EXISTING)
-            // Planned for each batch (see EXISTING).
-            .persistent(false)
-            .bind(ids)
-            .fetch_all(&mut *self.0)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<Uuid, _>(0)?, to_u64(r.try_get::<i64, _>(1)?))))
-            .collect()
-    }
-
     async fn size_and_existing(
         &mut self,
         ids: &[Uuid],
     ) -> Result<(u64, HashMap<Uuid, u64>), StoreError> {
         let rows = sqlx::query(SIZE_AND_EXISTING)
-            // Planned for each batch, as EXISTING is.
+            // Planned for each batch (see SIZE_AND_EXISTING).
             .persistent(false)
             .bind(ids)
             .fetch_all(&mut *self.0)
@@ -147,7 +132,7 @@ impl LogTransaction for PgLog<'_> {
 async fn read_hashes(conn: &mut PgConnection, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
     let wanted: Vec<i64> = indexes.iter().map(|i| to_i64(*i)).collect();
     let rows = sqlx::query("SELECT idx, hash FROM stored_hashes WHERE idx = ANY($1)")
-        // Planned for each read, as EXISTING is.
+        // Planned for each read, as SIZE_AND_EXISTING is.
         .persistent(false)
         .bind(&wanted)
         .fetch_all(conn)

@@ -25,16 +25,11 @@ pub(crate) struct NewRow {
 pub(crate) trait LogTransaction {
     /// The number of events in the log.
     async fn size(&mut self) -> Result<u64, StoreError>;
-    /// The indexes of those of `ids` already in the log.
-    async fn existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, StoreError>;
-    /// Both of the above; a store that can answer them in one round trip does.
+    /// The number of events in the log, and the indexes of those of `ids` already in it.
     async fn size_and_existing(
         &mut self,
         ids: &[Uuid],
-    ) -> Result<(u64, HashMap<Uuid, u64>), StoreError> {
-        let size = self.size().await?;
-        Ok((size, self.existing(ids).await?))
-    }
+    ) -> Result<(u64, HashMap<Uuid, u64>), StoreError>;
     /// Stored hashes by index, in the order asked.
     async fn read_hashes(&mut self, indexes: &[u64]) -> Result<Vec<Hash>, StoreError>;
     /// Inserts the rows and the stored hashes.

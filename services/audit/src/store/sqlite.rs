@@ -56,22 +56,29 @@ impl LogTransaction for SqliteLog<'_> {
         Ok(to_u64(size))
     }
 
-    async fn existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, StoreError> {
+    async fn size_and_existing(
+        &mut self,
+        ids: &[Uuid],
+    ) -> Result<(u64, HashMap<Uuid, u64>), StoreError> {
+        // Two statements: in process, a round trip costs next to nothing.
+        let size = self.size().await?;
         if ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((size, HashMap::new()));
         }
         let texts: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let mut query =
             QueryBuilder::<Sqlite>::new("SELECT event_id, idx FROM audit_events WHERE event_id");
         in_list(&mut query, &texts);
         let rows = query.build().fetch_all(&mut *self.0).await?;
-        rows.iter()
+        let known = rows
+            .iter()
             .map(|r| {
                 let id: String = r.try_get(0)?;
                 let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                 Ok((id, to_u64(r.try_get::<i64, _>(1)?)))
             })
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((size, known))
     }
 
     async fn read_hashes(&mut self, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {

@@ -54,8 +54,9 @@ async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sq
     pool.begin().await
 }
 
-/// Begins a transaction holding the authorities' turns (see [`lock_authorities`]), in one
-/// round trip: the keys are numbers of ours, written into the statement.
+/// Begins a transaction holding the authorities' turns, in one round trip: the keys are
+/// numbers of ours, written into the statement, and taken in one order (sorted,
+/// deduplicated) so that two transactions never deadlock.
 async fn begin_locked(
     pool: &PgPool,
     authorities: &[&str],
@@ -73,21 +74,6 @@ fn lock_keys(authorities: &[&str]) -> Vec<i64> {
     keys.sort_unstable();
     keys.dedup();
     keys
-}
-
-/// Takes the authorities' turns, in one order (sorted, deduplicated) so that two
-/// transactions never deadlock.
-async fn lock_authorities(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    authorities: &[&str],
-) -> Result<(), sqlx::Error> {
-    for key in lock_keys(authorities) {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Which of `ids` are stored or folded already, in one statement for the batch.

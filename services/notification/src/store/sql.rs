@@ -1,8 +1,8 @@
 //! The inbox statements both stores share, written once: `impl_store!` expands them for a
 //! dialect (the webhook ones are in `webhook_sql.rs`). Each store module provides:
 //! - `begin`: a transaction that may write;
-//! - `lock_authorities`: publishers and escalations of one authority take turns;
-//! - `begin_locked`: both at once;
+//! - `begin_locked`: one that also holds the given authorities' turns (publishers and
+//!   escalations of one authority take turns);
 //! - `seen`: which of a batch's event ids are stored or folded already;
 //! - `fold`: folding an event into an open notification;
 //! - `CLAIM`: leasing due deliveries without two workers taking the same one.
@@ -221,17 +221,17 @@ macro_rules! impl_store {
             where
                 F: FnOnce(&StoredNotification) -> Option<NewNotification> + Send,
             {
-                let mut tx = begin(&self.pool).await?;
+                // A notification's authority never changes: read before taking its turn.
                 let authority: Option<String> = sqlx::query_scalar(
                     "SELECT authority FROM notifications WHERE notification_id = $1",
                 )
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?;
                 let Some(authority) = authority else {
                     return Ok(None);
                 };
-                lock_authorities(&mut tx, &[authority.as_str()]).await?;
+                let mut tx = begin_locked(&self.pool, &[authority.as_str()]).await?;
                 // The claim: whichever replica clears the due time first escalates.
                 let claimed = sqlx::query(
                     "UPDATE notifications SET escalate_at_us = NULL WHERE notification_id = $1 \

@@ -48,14 +48,6 @@ async fn begin_locked(
     begin(pool).await
 }
 
-/// Nothing to take: `BEGIN IMMEDIATE` already holds the one write lock.
-async fn lock_authorities(
-    _: &mut sqlx::Transaction<'_, Sqlite>,
-    _: &[&str],
-) -> Result<(), sqlx::Error> {
-    Ok(())
-}
-
 /// Which of `ids` are stored or folded already: a statement each, in process.
 async fn seen(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
