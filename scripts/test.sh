@@ -4,6 +4,7 @@
 # 1. Makes sure what the tests need is there: PostgreSQL and Redis reachable on
 #    127.0.0.1 (started, or installed from Debian's packages, when absent), cargo-nextest,
 #    and the outside tools (buf, grpcio, ...) in a virtual env under .tools/.
+#    Reserves the dev ports 50051-50055 from the ephemeral port range (see below).
 # 2. Runs cargo fmt --check, clippy with warnings denied, buf lint, and cargo nextest.
 #
 # Environment it exports for the tests:
@@ -111,10 +112,28 @@ ensure_rust_tools() {
   fi
 }
 
+# `cpis dev` listens on 50051-50055, inside Linux's ephemeral range (32768-60999): while the
+# suite runs, any of its thousands of outgoing connections may be given one of those ports
+# as its local port, and then `cpis dev`'s tests cannot listen there. Reserving the ports
+# keeps connect() off them (binding them explicitly still works). Needs root; without it
+# the dev tests can, rarely, find a port taken.
+reserve_dev_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports
+  local current
+  current="$(cat "$file" 2>/dev/null || true)"
+  case ",$current," in *,50051-50055,*) return 0 ;; esac
+  local write=(sh -c "echo '${current:+$current,}50051-50055' > $file")
+  if [ "$(id -u)" -ne 0 ]; then write=(sudo -n "${write[@]}"); fi
+  if ! "${write[@]}" 2>/dev/null; then
+    log "could not reserve ports 50051-50055 from the ephemeral range ($file); the cpis dev tests may find one taken"
+  fi
+}
+
 ensure_postgres
 ensure_redis
 ensure_tools
 ensure_rust_tools
+reserve_dev_ports
 
 export CPIS_TEST_DATABASE_URL="${CPIS_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}"
 export CPIS_TEST_REDIS_URL="${CPIS_TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"

@@ -22,10 +22,11 @@ fn dev_ports() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A running `cpis dev` and the lines it printed.
+/// A running `cpis dev`, the lines it printed and what it said on standard error.
 struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
 }
 
 impl Dev {
@@ -46,7 +47,7 @@ impl Dev {
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start cpis dev");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -56,7 +57,18 @@ impl Dev {
                 let _ = tx.send(line);
             }
         });
-        Self { child, lines }
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, errors) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            errors,
+        }
     }
 
     /// The lines up to and including the first containing `marker`.
@@ -71,10 +83,17 @@ impl Dev {
                         return seen;
                     }
                 }
-                Err(_) => panic!(
-                    "cpis dev printed no `{marker}` (are ports 50051-50055 free?); it printed: \
-                     {seen:#?}"
-                ),
+                Err(_) => {
+                    // All of it when the process has exited; what came within 2 s otherwise.
+                    let mut errors = Vec::new();
+                    while let Ok(line) = self.errors.recv_timeout(Duration::from_secs(2)) {
+                        errors.push(line);
+                    }
+                    panic!(
+                        "cpis dev printed no `{marker}` (are ports 50051-50055 free?); it \
+                         printed: {seen:#?}; on standard error: {errors:#?}"
+                    )
+                }
             }
         }
     }
