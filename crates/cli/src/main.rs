@@ -37,6 +37,8 @@ mod show;
 use failure::Failure;
 use output::Output;
 
+cpis_mesh::global_allocator!();
+
 /// CP-IS mesh: child-protection information sharing.
 #[derive(Debug, Parser)]
 #[command(name = "cpis", version, about, propagate_version = true)]

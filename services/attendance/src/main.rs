@@ -1,5 +1,7 @@
 //! The `cpis-attendance` binary: the attendance service as its own process.
 
+cpis_mesh::global_allocator!();
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     cpis_mesh::run_main::<cpis_attendance::Attendance>().await

@@ -1,5 +1,7 @@
 //! The `cpis-flag-registry` binary: the flag-registry service as its own process.
 
+cpis_mesh::global_allocator!();
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     cpis_mesh::run_main::<cpis_flag_registry::FlagRegistry>().await
