@@ -10,7 +10,8 @@ use std::time::Duration;
 use cpis_mesh::Shutdown;
 use cpis_mesh::db::Database;
 use cpis_mesh::outbox::{
-    AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, PostgresOutbox, Retry, SinkError,
+    AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, PostgresOutbox, RelaySettings,
+    Retry, SinkError,
 };
 use cpis_mesh::testkit::TestPki;
 use cpis_proto::audit::AuditEvent;
@@ -97,6 +98,47 @@ async fn a_busy_postgres_outbox_is_vacuumed_by_its_relay() {
     assert!(fx.rows().await.is_empty());
     shutdown.trigger();
     running.await.unwrap();
+}
+
+/// A claim updates the rows it ships: on Postgres the outbox's pages keep room for that,
+/// so the new versions stay on their page (heap-only tuples) and add no index entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_update_rows_in_place() {
+    let fx = Fixture::postgres().await;
+    let Database::Postgres(pool) = &fx.db else {
+        unreachable!("a Postgres fixture");
+    };
+    let updates = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'outbox'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let consumer = Consumer::up();
+    for _ in 0..4 {
+        fx.write(&events(100), true).await;
+    }
+    let store = Arc::new(PostgresOutbox::new(pool.clone()));
+    let shutdown = Shutdown::new();
+    // Whole pages claimed at once, as a busy relay claims them.
+    let settings = RelaySettings {
+        batch_size: 100,
+        ..fast("relay")
+    };
+    let running = relay(store, Arc::new(consumer.clone()), settings).spawn(shutdown.clone());
+    assert!(eventually(PATIENCE, || async { consumer.stored().len() == 400 }).await);
+    shutdown.trigger();
+    running.await.unwrap();
+    // The statistics arrive when the relay's sessions report them (about once a second).
+    assert!(eventually(PATIENCE, || async { updates().await.0 >= 400 }).await);
+    let (updated, in_place) = updates().await;
+    // Without the room (fillfactor 100): 87 of 400.
+    assert_eq!(
+        in_place, updated,
+        "claimed rows updated in place, of those updated"
+    );
 }
 
 async fn rolled_back_writes_leave_nothing(fx: Fixture) {

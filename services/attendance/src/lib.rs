@@ -67,6 +67,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "retention per child",
             sql: include_str!("../migrations/postgres/0005_child_retention.sql"),
         },
+        EmbeddedMigration {
+            version: 6,
+            description: "outbox: room for claims in place",
+            sql: outbox::POSTGRES_HOT_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {

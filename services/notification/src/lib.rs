@@ -63,6 +63,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "webhooks",
             sql: include_str!("../migrations/postgres/0003_webhooks.sql"),
         },
+        EmbeddedMigration {
+            version: 4,
+            description: "outbox: room for claims in place",
+            sql: outbox::POSTGRES_HOT_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {

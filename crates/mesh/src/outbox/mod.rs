@@ -4,7 +4,7 @@
 //! backoff on failure.
 //!
 //! - [`POSTGRES_SQL`] / [`SQLITE_SQL`]: the `outbox` table, embedded by each service as one
-//!   of its own migrations;
+//!   of its own migrations, and [`POSTGRES_HOT_SQL`] as a later one;
 //! - [`NewOutboxEvent`], [`enqueue_postgres`], [`enqueue_sqlite`]: writing in the caller's
 //!   transaction, with the current span's trace context;
 //! - [`OutboxStore`] ([`PostgresOutbox`], [`SqliteOutbox`], [`store`]): claiming under a
@@ -34,7 +34,7 @@ pub use event::{NewOutboxEvent, OutboxEvent};
 pub use metrics::OutboxMetrics;
 pub use postgres::{PostgresEvents, PostgresOutbox, enqueue_postgres, postgres_enqueue_sql};
 pub use relay::{OutboxNotifier, OutboxRelay, RelaySettings};
-pub use schema::{POSTGRES_SQL, SQLITE_SQL};
+pub use schema::{POSTGRES_HOT_SQL, POSTGRES_SQL, SQLITE_SQL};
 pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
 pub use sqlite::{SqliteOutbox, enqueue_sqlite};
 pub use store::{Claim, DestinationStats, Lease, OutboxStore, Retry, store};

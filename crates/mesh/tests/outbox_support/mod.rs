@@ -33,7 +33,8 @@ use uuid::Uuid;
 /// How long a test waits for the outbox to settle.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A producer's migrations: the outbox as its migration 1, its own table as 2.
+/// A producer's migrations: the outbox as its migration 1, its own table as 2, and on
+/// Postgres the outbox's later migration as 3.
 pub const MIGRATIONS: Migrations = Migrations {
     postgres: &[
         EmbeddedMigration {
@@ -45,6 +46,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "things",
             sql: "CREATE TABLE things (id UUID PRIMARY KEY)",
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: room for claims in place",
+            sql: cpis_mesh::outbox::POSTGRES_HOT_SQL,
         },
     ],
     sqlite: &[

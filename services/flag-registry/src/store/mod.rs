@@ -38,6 +38,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox",
             sql: cpis_mesh::outbox::POSTGRES_SQL,
         },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: room for claims in place",
+            sql: cpis_mesh::outbox::POSTGRES_HOT_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {

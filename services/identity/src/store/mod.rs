@@ -44,6 +44,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox",
             sql: outbox::POSTGRES_SQL,
         },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: room for claims in place",
+            sql: outbox::POSTGRES_HOT_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {

@@ -9,6 +9,8 @@ use super::StoreError;
 
 /// The outbox table for Postgres (migration 2 of identity's own).
 pub(crate) const POSTGRES_SQL: &str = outbox::POSTGRES_SQL;
+/// Room for the relay's claims in place (migration 3).
+pub(crate) const POSTGRES_HOT_SQL: &str = outbox::POSTGRES_HOT_SQL;
 /// The outbox table for SQLite.
 pub(crate) const SQLITE_SQL: &str = outbox::SQLITE_SQL;
 
