@@ -51,7 +51,7 @@ pub use tikv_jemallocator as jemalloc;
 /// Makes jemalloc the allocator of the binary whose `main.rs` invokes it (every binary of
 /// the project does). The services allocate and free many small buffers per call (HTTP/2
 /// frames, protobuf messages, SQL rows) on several threads: with glibc's malloc, 14% of the
-/// mesh's CPU under load went to allocation, and jemalloc gave 12-14% more checks per
+/// mesh's CPU under load went to allocation, and jemalloc gave 10-15% more checks per
 /// second (docs/performance.md).
 #[macro_export]
 macro_rules! global_allocator {
