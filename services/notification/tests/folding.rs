@@ -169,4 +169,31 @@ async fn repeated_attendances_are_folded_into_one_notification_with_a_count(db: 
     let all = inbox(&h).await;
     assert_eq!(all.len(), 6);
     assert_eq!(all[5].occurrence_count, 3);
+
+    // A batch mixing both, interleaved: repeats of two open notifications, and a new setting
+    // whose first attendance is stored and whose second folds into it.
+    let events = vec![
+        at_setting(of_child(attendance(AUTHORITY, 23), OTHER_CHILD), "RAL"),
+        at_setting(attendance(AUTHORITY, 24), "RQM"),
+        attendance(AUTHORITY, 25),
+        at_setting(attendance(AUTHORITY, 26), "RQM"),
+        at_setting(of_child(attendance(AUTHORITY, 27), OTHER_CHILD), "RAL"),
+    ];
+    let batch = h.publish(events.clone()).await;
+    assert_eq!((batch.stored_count, batch.duplicate_count), (5, 0));
+    let all = inbox(&h).await;
+    assert_eq!(all.len(), 7, "{all:#?}");
+    assert_eq!(all[3].occurrence_count, 3, "+25 s joined +5 s, not +7205 s");
+    assert_eq!(all[4].occurrence_count, 1);
+    assert_eq!(all[5].occurrence_count, 5);
+    assert_eq!(all[5].last_occur_time, events[4].occur_time);
+    assert_eq!(
+        all[6].occurrence_count, 2,
+        "+26 s joined +24 s, stored in the same batch"
+    );
+    assert_eq!(all[6].event_id, events[1].event_id);
+    // Re-sent, in another order, the batch changes nothing.
+    let again = h.publish(events.into_iter().rev().collect()).await;
+    assert_eq!((again.stored_count, again.duplicate_count), (0, 5));
+    assert_eq!(inbox(&h).await, all);
 }

