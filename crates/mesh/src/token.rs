@@ -335,11 +335,20 @@ pub struct TokenVerifier {
     rules: Arc<TokenRules>,
     keys: Arc<RwLock<HashMap<String, Vec<u8>>>>,
     last_refresh: Arc<Mutex<Option<Instant>>>,
-    verified: Arc<std::sync::Mutex<HashMap<[u8; 32], Vec<u8>>>>,
+    verified: Arc<std::sync::Mutex<HashMap<[u8; 32], Arc<Verified>>>>,
 }
 
-/// How many verified signatures a verifier remembers (then it starts again from none).
-const VERIFIED_SIGNATURES: usize = 10_000;
+/// A token verified before (known by its SHA-256): the key id and key that verified it, and
+/// what it says, decoded once.
+struct Verified {
+    kid: String,
+    key: Vec<u8>,
+    claims: Claims,
+    principal: Principal,
+}
+
+/// How many verified tokens a verifier remembers (then it starts again from none).
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -385,6 +394,22 @@ impl TokenVerifier {
 
     /// Verifies a compact JWS and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        // A check presents the same token to attendance and then (forwarded) to the flag
+        // registry, and a clinician's system presents it for every check of a session: a
+        // token seen before is neither decoded nor its signature verified again, as long as
+        // its key id still names the key that verified it (a rotated-out key's tokens are
+        // verified again, and fail). The claims (expiry above all) are checked every time.
+        let seen = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let seen: [u8; 32] = seen
+            .as_ref()
+            .try_into()
+            .map_err(|_| TokenError::Malformed)?;
+        if let Some(known) = self.known(&seen)
+            && self.key(&known.kid).await? == known.key
+        {
+            self.check_claims(&known.claims)?;
+            return Ok(known.principal.clone());
+        }
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -400,41 +425,40 @@ impl TokenVerifier {
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
         let key = self.key(&kid).await?;
-        // A check presents the same token to attendance and then (forwarded) to the flag
-        // registry, and a clinician's system presents it for every check of a session: the
-        // signature of a token seen before with the same key is not verified again. The
-        // claims (expiry above all) are checked every time.
-        let seen = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        let seen: [u8; 32] = seen
-            .as_ref()
-            .try_into()
-            .map_err(|_| TokenError::Malformed)?;
-        if !self.seen_with(&seen, &key) {
-            let signing_input = &token[..header_len(token)];
-            UnparsedPublicKey::new(&ED25519, &key)
-                .verify(signing_input.as_bytes(), &signature)
-                .map_err(|_| TokenError::Signature)?;
-            self.remember(seen, key);
-        }
+        let signing_input = &token[..header_len(token)];
+        UnparsedPublicKey::new(&ED25519, &key)
+            .verify(signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::Signature)?;
         let session: SessionClaims = decode_json(claims)?;
         self.check_claims(&session.claims)?;
-        principal(session)
+        let claims = session.claims.clone();
+        let principal = principal(session)?;
+        self.remember(
+            seen,
+            Verified {
+                kid,
+                key,
+                claims,
+                principal: principal.clone(),
+            },
+        );
+        Ok(principal)
     }
 
-    /// Whether the token with digest `seen` was verified before with `key` (the key its
-    /// `kid` names now: a rotated-out key's tokens are verified again, and fail).
-    fn seen_with(&self, seen: &[u8; 32], key: &[u8]) -> bool {
+    /// The token with digest `seen`, if verified before.
+    fn known(&self, seen: &[u8; 32]) -> Option<Arc<Verified>> {
         self.verified
             .lock()
-            .is_ok_and(|verified| verified.get(seen).is_some_and(|k| k.as_slice() == key))
+            .ok()
+            .and_then(|verified| verified.get(seen).cloned())
     }
 
-    fn remember(&self, seen: [u8; 32], key: Vec<u8>) {
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= VERIFIED_SIGNATURES {
-                verified.clear();
+    fn remember(&self, seen: [u8; 32], verified: Verified) {
+        if let Ok(mut known) = self.verified.lock() {
+            if known.len() >= VERIFIED_TOKENS {
+                known.clear();
             }
-            verified.insert(seen, key);
+            known.insert(seen, Arc::new(verified));
         }
     }
 
@@ -696,8 +720,10 @@ mod tests {
         );
         let lasting = signer.sign(&claims(900));
         let brief = signer.sign(&claims(1));
+        let first = v.verify(&lasting).await.unwrap();
         for _ in 0..3 {
-            v.verify(&lasting).await.unwrap();
+            // From memory: the same principal as decoded the first time.
+            assert_eq!(v.verify(&lasting).await.unwrap(), first);
             v.verify(&brief).await.unwrap();
         }
         // Expiry is checked every time, whether the signature was seen or not.

@@ -183,6 +183,14 @@ pub async fn a_rejected_event_holds_back_only_itself(fx: Fixture) {
         .map(NewOutboxEvent::id)
         .collect();
     assert_eq!(consumer.stored(), expected, "the others, in order");
+    // The relay confirms a batch, and records the refusal, after the sink has answered.
+    assert!(
+        eventually(PATIENCE, || async {
+            let rows = fx.rows().await;
+            rows.len() == 1 && rows[0].attempts >= 1
+        })
+        .await
+    );
     let rows = fx.rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, written[3].id());
