@@ -31,6 +31,7 @@ on_both_stores!(
     an_attendance_and_its_events_commit_together_or_not_at_all,
     recent_attendances_are_the_childs_newest_first_and_limited,
     a_request_ids_answer_is_replayed_until_it_expires_and_is_purged,
+    checks_cancelled_at_any_point_leave_the_next_checks_correct,
 );
 
 async fn with_store<P, Q>(
@@ -171,4 +172,43 @@ async fn a_request_ids_answer_is_replayed_until_it_expires_and_is_purged(
     assert_eq!(store.purge_requests(999).await.unwrap(), 0);
     assert_eq!(store.purge_requests(1_000).await.unwrap(), 1);
     assert_eq!(store.replay(&key).await.unwrap(), None, "purged");
+}
+
+/// A check whose caller gives up (its future dropped: a deadline, a client gone) may stop
+/// in the middle of its statement or transaction. The next checks must answer correctly
+/// all the same, whichever pooled connection they get.
+async fn checks_cancelled_at_any_point_leave_the_next_checks_correct(store: impl AttendanceStore) {
+    let child = "9990000018";
+    let check = |attendance: NewAttendance| {
+        let store = store.clone();
+        async move {
+            let recording = Recording {
+                attendance: Some(&attendance),
+                events: &[],
+                nhs_number: child,
+                recent: 25,
+                request: None,
+                retain_until_us: None,
+            };
+            store.check(recording, |_| Vec::new()).await
+        }
+    };
+    // Cancelled after 0, 50, 100, ... microseconds: before, during and after the statement.
+    for i in 0..60 {
+        let late = std::time::Duration::from_micros(50 * i);
+        let _ =
+            tokio::time::timeout(late, check(attendance(child, i64::try_from(i).unwrap()))).await;
+    }
+    let stored = store.recent(child, 100).await.unwrap().len();
+    // Every later check answers with what is stored (a cancelled check stored all or
+    // nothing), its own attendance first.
+    for i in 0..20 {
+        let arrival = 1_000_000 + i;
+        let recent = check(attendance(child, arrival)).await.unwrap();
+        assert_eq!(
+            recent.len(),
+            (stored + 1 + usize::try_from(i).unwrap()).min(25)
+        );
+        assert_eq!(recent[0].arrival_us, arrival);
+    }
 }
