@@ -97,53 +97,6 @@ async fn seen(
     Ok(found.into_iter().collect())
 }
 
-/// Folds an event into the newest open notification of its authority with the same fold
-/// key first occurring within the window, in one statement: finds it, counts the event in
-/// and keeps its latest time, records the event as folded, and returns the notification
-/// as it is after. Binds: authority, fold key, window start, window end, occur time, event
-/// id.
-static FOLD: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH open AS ( \
-            SELECT notification_id AS open_id FROM notifications \
-            WHERE authority = $1 AND fold_key = $2 AND acknowledge_time_us IS NULL \
-              AND occur_time_us >= $3 AND occur_time_us <= $4 \
-            ORDER BY seq DESC LIMIT 1 \
-         ), folded AS ( \
-            UPDATE notifications SET occurrence_count = occurrence_count + 1, \
-                last_occur_time_us = GREATEST(COALESCE(last_occur_time_us, occur_time_us), $5) \
-            FROM open WHERE notification_id = open.open_id \
-            RETURNING {COLUMNS} \
-         ), recorded AS ( \
-            INSERT INTO folded_events (event_id, notification_id) \
-            SELECT $6, notification_id FROM folded \
-         ) \
-         SELECT {COLUMNS} FROM folded"
-    )
-});
-
-/// Folds `n` into an open notification with its fold key first occurring within the
-/// window, if there is one; the notification as it is after.
-async fn fold(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    n: &NewNotification,
-    fold_window_us: i64,
-) -> Result<Option<StoredNotification>, StoreError> {
-    let Some((key, event_id)) = n.foldable(fold_window_us) else {
-        return Ok(None);
-    };
-    let row = sqlx::query(&FOLD)
-        .bind(&n.authority)
-        .bind(key)
-        .bind(n.occur_time_us.saturating_sub(fold_window_us))
-        .bind(n.occur_time_us.saturating_add(fold_window_us))
-        .bind(n.occur_time_us)
-        .bind(event_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|row| decode_row!(&row)).transpose()?)
-}
-
 /// Folds, in one statement, each of a batch's foldable events that has an open notification
 /// to fold into as the inbox is before the statement (the newest of its authority with its
 /// fold key first occurring within the window), except those after an event of the same
@@ -189,6 +142,20 @@ static FOLD_BATCH: LazyLock<String> = LazyLock::new(|| {
          JOIN per_open ON per_open.open_id = folded.notification_id"
     )
 });
+
+/// Folds `n` into an open notification with its fold key first occurring within the
+/// window, if there is one; the notification as it is after ([`FOLD_BATCH`] for one event).
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    n: &NewNotification,
+    fold_window_us: i64,
+) -> Result<Option<StoredNotification>, StoreError> {
+    let folded = fold_batch(tx, std::slice::from_ref(n), fold_window_us).await?;
+    Ok(folded
+        .into_iter()
+        .next()
+        .map(|(notification, _)| notification))
+}
 
 /// [`FOLD_BATCH`] for the foldable events of `batch`.
 async fn fold_batch(
