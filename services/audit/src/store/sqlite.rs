@@ -175,7 +175,11 @@ impl AuditStore for SqliteAuditStore {
     ) -> Result<Vec<Appended>, StoreError> {
         // The sequencer: one appender at a time, until commit.
         let _sequencer = self.sequencer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // The append reads the log's size before it writes: `BEGIN IMMEDIATE` takes the write
+        // lock first. A deferred transaction whose read saw the file before another
+        // connection's write (a checkpoint) cannot then write, and fails at once, without
+        // waiting for the busy timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let appended = sequencer::append(&mut SqliteLog(&mut tx), events, recorded_by).await?;
         tx.commit().await?;
         Ok(appended)
