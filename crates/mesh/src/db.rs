@@ -17,6 +17,9 @@ use sqlx::sqlite::{
 
 use crate::health::DependencyCheck;
 
+mod warm;
+pub use warm::{Warm, WarmConnection};
+
 /// A second, small pool on the database of `pool` whose commits do not wait for the WAL
 /// flush (`synchronous_commit = off`; connections opened on first use).
 ///
