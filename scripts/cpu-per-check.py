@@ -70,7 +70,7 @@ def group(comm, cmdline, dbs, pid):
         return "postgres: exited backends"
     if comm == "postgres" or cmdline.startswith("postgres"):
         return "postgres: " + dbs.get(pid, "other")
-    if comm == "cpis" and " dev" in f" {cmdline} ":
+    if comm.startswith("cpis") and " dev" in f" {cmdline} ":
         return "cpis dev (the mesh)"
     if comm.startswith("redis"):
         return "redis"
