@@ -36,7 +36,12 @@ pub struct RelaySettings {
     pub poll_interval: Duration,
     /// How long a relay woken by a producer's commit waits before it claims, so that the
     /// commits that follow join the batch: under a steady load one delivery (and one
-    /// commit at the destination) carries many events instead of one or two each.
+    /// commit at the destination) carries many events instead of one or two each. The
+    /// number of deliveries a second is about one per linger whatever the load, and each
+    /// costs the destination a commit and several statements: the default, 100 ms, keeps
+    /// that cost a small share of the machine (at 20 ms, audit and notification cost a
+    /// check a fifth more CPU on a 2-core machine) while an event still arrives within a
+    /// tenth of a second.
     pub linger: Duration,
     /// How long a claim holds its rows. A delivery is abandoned after half of it, so that
     /// no other relay can claim a row while it is still being shipped.
@@ -51,7 +56,7 @@ impl Default for RelaySettings {
             relay_id: default_relay_id(),
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(100),
             lease: Duration::from_secs(30),
             backoff: Backoff::default(),
         }
