@@ -111,28 +111,27 @@ async fn no_more_than_keep_are_in_use_and_waiters_are_served_in_turn() {
     let other = pool.acquire().await.unwrap();
     drop(other);
     // A waiter gets the connection the first one finishes with, before a later arrival.
-    let (first_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
-    let second_tx = first_tx.clone();
-    let w1 = warm.clone();
-    let first = tokio::spawn(async move {
-        let conn = w1.acquire().await.unwrap();
-        first_tx.send(1).unwrap();
-        conn.done();
-    });
+    let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let waiter = |n: u32| {
+        let (warm, tx) = (warm.clone(), tx.clone());
+        tokio::spawn(async move {
+            let conn = warm.acquire().await.unwrap();
+            tx.send(n).unwrap();
+            conn.done();
+        })
+    };
+    let first = waiter(1);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let w2 = warm.clone();
-    let second = tokio::spawn(async move {
-        let conn = w2.acquire().await.unwrap();
-        second_tx.send(2).unwrap();
-        conn.done();
-    });
+    let second = waiter(2);
     tokio::time::sleep(Duration::from_millis(20)).await;
     a.done();
-    first.await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), order.recv()).await;
+    assert_eq!(next.unwrap(), Some(1), "the earlier waiter first");
     b.done();
+    let next = tokio::time::timeout(Duration::from_secs(5), order.recv()).await;
+    assert_eq!(next.unwrap(), Some(2));
+    first.await.unwrap();
     second.await.unwrap();
-    assert_eq!(order.recv().await, Some(1));
-    assert_eq!(order.recv().await, Some(2));
     assert_eq!(warm.kept(), 2);
 }
 
