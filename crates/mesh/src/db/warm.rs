@@ -12,11 +12,11 @@
 //! A connection goes back to the pool, and through its ping, whenever it is not known to be
 //! clean: when its statement failed, or when the future using it was dropped part-way (the
 //! ping then waits until the server is ready again, or closes the connection). A connection
-//! unused for [`Warm::idle_for`] is handed back too, so that the pool's idle timeout and
-//! lifetime still govern it.
+//! unused for longer than [`Warm::new`]'s `idle_for` is handed back too, so that the pool's
+//! idle timeout and lifetime still govern it.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -57,11 +57,6 @@ impl Warm {
         Self::new(pool, keep, Duration::from_secs(10))
     }
 
-    /// How long a kept connection may go unused before it goes back to the pool.
-    pub fn idle_for(&self) -> Duration {
-        self.idle_for
-    }
-
     /// A kept connection, or one from the pool, once fewer than `keep` are in use. Waits
     /// at most the pool's acquire timeout.
     pub async fn acquire(&self) -> Result<WarmConnection<'_>, sqlx::Error> {
@@ -73,7 +68,7 @@ impl Warm {
             Ok(Err(_)) | Err(_) => return Err(sqlx::Error::PoolTimedOut),
         };
         let (conn, stale) = {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = self.lock();
             let now = Instant::now();
             // The oldest are first: those unused for too long are all at the front.
             let fresh = kept
@@ -104,7 +99,13 @@ impl Warm {
 
     /// How many connections are kept now (not in use).
     pub fn kept(&self) -> usize {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
+    }
+
+    /// The kept connections. A panic while they were held cannot leave the list half
+    /// changed (each change is one push, drain or pop), so a poisoned lock is taken as is.
+    fn lock(&self) -> MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -122,9 +123,8 @@ impl WarmConnection<'_> {
     /// The connection is clean (its statements finished): keep it for the next use.
     pub fn done(mut self) {
         if let Some(conn) = self.conn.take() {
-            let mut kept = self.home.kept.lock().unwrap_or_else(|e| e.into_inner());
             // At most one per permit: never more than `keep`.
-            kept.push((conn, Instant::now()));
+            self.home.lock().push((conn, Instant::now()));
         }
     }
 }
