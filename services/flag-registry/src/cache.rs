@@ -6,11 +6,12 @@
 //! number, never the number.
 //!
 //! Never stale: every write, after its commit, gives the number a new *generation* (a
-//! random token). A reader reads the generation first, then the entry under it; on a miss
-//! it loads the database and stores the answer under the generation it read *before*
-//! loading. A write that commits while a read is loading changes the generation, so the
-//! loaded answer lands under an old generation that nobody reads again. A read after a
-//! successful write therefore sees the new generation and goes to the database.
+//! random token). A reader reads the generation and the entry together (one round trip);
+//! the entry is a hit only if it was stored under that generation. On a miss it loads the
+//! database and stores the answer tagged with the generation it read *before* loading. A
+//! write that commits while a read is loading changes the generation, so the loaded answer
+//! is tagged with an old generation and no reader takes it. A read after a successful
+//! write therefore sees the new generation and goes to the database.
 //!
 //! Redis is optional: without it a bounded in-process cache applies the same rule (one
 //! epoch counter for the process). A Redis failure is logged and the read goes to the
@@ -222,28 +223,24 @@ impl RedisBackend {
         format!("{}gen:{key}", self.prefix)
     }
 
-    fn entry_key(&self, key: &str, generation: &str) -> String {
-        format!("{}flags:{key}:{generation}", self.prefix)
+    /// The number's one entry: its flags and the generation they were loaded under.
+    fn entry_key(&self, key: &str) -> String {
+        format!("{}entry:{key}", self.prefix)
     }
 
     async fn lookup(&self, key: &str) -> Result<Lookup, CacheError> {
         let mut connection = self.connection().await?;
-        let generation: Option<String> = timed(
-            redis::cmd("GET")
+        let (generation, entry): (Option<String>, Option<Vec<u8>>) = timed(
+            redis::cmd("MGET")
                 .arg(self.generation_key(key))
+                .arg(self.entry_key(key))
                 .query_async(&mut connection),
         )
         .await?;
-        let generation = generation.unwrap_or_else(|| "0".to_owned());
-        let entry: Option<Vec<u8>> = timed(
-            redis::cmd("GET")
-                .arg(self.entry_key(key, &generation))
-                .query_async(&mut connection),
-        )
-        .await?;
-        match entry.map(|bytes| GetFlagsResponse::decode(bytes.as_slice())) {
-            Some(Ok(answer)) => Ok(Lookup::Hit(answer.flags)),
-            Some(Err(_)) | None => Ok(Lookup::Miss { generation }),
+        let generation = generation.unwrap_or_else(|| INITIAL_GENERATION.to_owned());
+        match entry.as_deref().and_then(|bytes| untag(bytes, &generation)) {
+            Some(flags) => Ok(Lookup::Hit(flags)),
+            None => Ok(Lookup::Miss { generation }),
         }
     }
 
@@ -255,15 +252,10 @@ impl RedisBackend {
         ttl: Duration,
     ) -> Result<(), CacheError> {
         let mut connection = self.connection().await?;
-        let bytes = GetFlagsResponse {
-            flags: flags.to_vec(),
-            evaluation_date: None,
-        }
-        .encode_to_vec();
         timed(
             redis::cmd("SET")
-                .arg(self.entry_key(key, generation))
-                .arg(bytes)
+                .arg(self.entry_key(key))
+                .arg(tag(generation, flags))
                 .arg("PX")
                 .arg(millis(ttl))
                 .query_async::<()>(&mut connection),
@@ -288,6 +280,30 @@ impl RedisBackend {
     }
 }
 
+/// The generation of a number no write has touched (or whose generation has expired).
+const INITIAL_GENERATION: &str = "0";
+
+/// An entry's bytes: the generation its flags were loaded under, a NUL, then the flags as
+/// a `GetFlagsResponse`. Generations are hex or [`INITIAL_GENERATION`]: never a NUL.
+fn tag(generation: &str, flags: &[common::Flag]) -> Vec<u8> {
+    let answer = GetFlagsResponse {
+        flags: flags.to_vec(),
+        evaluation_date: None,
+    }
+    .encode_to_vec();
+    [generation.as_bytes(), &[0], &answer].concat()
+}
+
+/// The flags of an entry's bytes if it was stored under `generation` (and decodes).
+fn untag(bytes: &[u8], generation: &str) -> Option<Vec<common::Flag>> {
+    let flags = bytes
+        .strip_prefix(generation.as_bytes())?
+        .strip_prefix(&[0])?;
+    GetFlagsResponse::decode(flags)
+        .ok()
+        .map(|answer| answer.flags)
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -299,4 +315,43 @@ async fn timed<T>(
         .await
         .map_err(|_| CacheError("timed out".to_owned()))?
         .map_err(CacheError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(id: &str) -> Vec<common::Flag> {
+        vec![common::Flag {
+            flag_id: id.to_owned(),
+            ..common::Flag::default()
+        }]
+    }
+
+    #[test]
+    fn an_entry_is_taken_only_under_the_generation_it_was_stored_under() {
+        let generation = uuid::Uuid::new_v4().simple().to_string();
+        let entry = tag(&generation, &flags("f-1"));
+        assert_eq!(untag(&entry, &generation), Some(flags("f-1")));
+        // Stored under the initial generation, read after a write: a miss.
+        let entry = tag(INITIAL_GENERATION, &flags("f-1"));
+        assert_eq!(untag(&entry, &generation), None);
+        // A generation that starts with the stored one is not it.
+        assert_eq!(untag(&entry, &format!("{INITIAL_GENERATION}1")), None);
+        let longer = tag(&format!("{INITIAL_GENERATION}1"), &flags("f-1"));
+        assert_eq!(untag(&longer, INITIAL_GENERATION), None);
+    }
+
+    #[test]
+    fn a_negative_entry_is_an_empty_hit_and_bytes_of_another_shape_a_miss() {
+        assert_eq!(untag(&tag("0", &[]), "0"), Some(Vec::new()));
+        // No tag at all (an untagged answer), or garbage after the tag.
+        let bare = GetFlagsResponse {
+            flags: flags("f-1"),
+            evaluation_date: None,
+        }
+        .encode_to_vec();
+        assert_eq!(untag(&bare, "0"), None);
+        assert_eq!(untag(b"0\0\xff\xff\xff", "0"), None);
+    }
 }
