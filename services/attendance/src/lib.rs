@@ -72,6 +72,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox: room for claims in place",
             sql: outbox::POSTGRES_HOT_SQL,
         },
+        EmbeddedMigration {
+            version: 7,
+            description: "authorities keyed by attendance",
+            sql: include_str!("../migrations/postgres/0007_authorities_by_attendance.sql"),
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -98,6 +103,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 5,
             description: "retention per child",
             sql: include_str!("../migrations/sqlite/0005_child_retention.sql"),
+        },
+        EmbeddedMigration {
+            version: 6,
+            description: "authorities keyed by attendance",
+            sql: include_str!("../migrations/sqlite/0006_authorities_by_attendance.sql"),
         },
     ],
 };

@@ -37,6 +37,7 @@ on_both_stores!(
     attendances_are_deleted_once_no_flag_retains_them,
     retention_kept_per_attendance_before_migration_5_is_kept_per_child_after,
     an_unflagged_childs_check_leaves_no_retention_row,
+    authorities_are_keyed_by_attendance_after_their_migration,
 );
 
 const DAY_US: i64 = 86_400 * 1_000_000;
@@ -366,5 +367,126 @@ async fn an_unflagged_childs_check_leaves_no_retention_row(url: &str) {
         count(&db, "SELECT COUNT(*) FROM attendance_children").await,
         0,
         "no trace of a child the service keeps nothing of"
+    );
+}
+
+/// Whether an index of `attendance_authorities` leads with `attendance_id`: what the sweep's
+/// cascaded deletes look rows up by.
+async fn authorities_indexed_by_attendance(db: &Database) -> bool {
+    let sql = match db {
+        Database::Postgres(_) => {
+            "SELECT COUNT(*) FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = 'attendance_authorities'::regclass \
+               AND a.attname = 'attendance_id'"
+        }
+        Database::Sqlite(_) => {
+            "SELECT COUNT(*) FROM pragma_index_list('attendance_authorities') AS l \
+             JOIN pragma_index_info(l.name) AS c \
+             WHERE c.seqno = 0 AND c.name = 'attendance_id'"
+        }
+    };
+    count(db, sql).await > 0
+}
+
+async fn authorities_are_keyed_by_attendance_after_their_migration(url: &str) {
+    let db = Database::connect(&DatabaseSettings::new(url))
+        .await
+        .unwrap();
+    let before = cpis_mesh::db::Migrations {
+        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
+        sqlite: &MIGRATIONS.sqlite[..MIGRATIONS.sqlite.len() - 1],
+    };
+    db.migrate(&before).await.unwrap();
+    assert!(
+        !authorities_indexed_by_attendance(&db).await,
+        "before: keyed by authority"
+    );
+    let due = attendance(&nhs(1), 10, Some(100));
+    let later = attendance(&nhs(2), 10, Some(1_000));
+    record(&db, &due, Some(100)).await;
+    record(&db, &later, Some(1_000)).await;
+
+    db.migrate(&MIGRATIONS).await.unwrap();
+    assert!(authorities_indexed_by_attendance(&db).await);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_authorities").await,
+        4,
+        "every row kept"
+    );
+    // Still one row per authority and attendance.
+    let again = "INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) \
+                 VALUES ($1, $2, 10)";
+    let duplicate = match &db {
+        Database::Postgres(pool) => sqlx::query(again)
+            .bind(CAMDEN_AUTHORITY)
+            .bind(due.attendance_id)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        Database::Sqlite(pool) => sqlx::query(again)
+            .bind(CAMDEN_AUTHORITY)
+            .bind(due.attendance_id)
+            .execute(pool)
+            .await
+            .map(|_| ()),
+    };
+    assert!(duplicate.is_err(), "a second row for the same pair");
+    // The sweep takes the due attendance's authorities with it, and only those.
+    assert_eq!(sweep_at(&db, 200, 10).await.0, 1);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_authorities").await,
+        2
+    );
+    // A new check still stores its authorities.
+    record(&db, &attendance(&nhs(3), 20, Some(1_000)), Some(1_000)).await;
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_authorities").await,
+        4
+    );
+}
+
+/// The first authority [`attendance`] names.
+const CAMDEN_AUTHORITY: &str = "E09000007";
+
+/// On a large table an operator builds the new key's index beforehand, without blocking
+/// writes (docs/operations.md, "Migrations"); the migration takes it over.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_takes_over_a_key_index_built_beforehand() {
+    let db = cpis_mesh::testkit::postgres_database().await;
+    let db = Database::connect(&DatabaseSettings::new(&db))
+        .await
+        .unwrap();
+    let before = cpis_mesh::db::Migrations {
+        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
+        sqlite: &[],
+    };
+    db.migrate(&before).await.unwrap();
+    record(&db, &attendance(&nhs(1), 10, Some(100)), Some(100)).await;
+    let Database::Postgres(pool) = &db else {
+        unreachable!("a Postgres database")
+    };
+    sqlx::query(
+        "CREATE UNIQUE INDEX CONCURRENTLY attendance_authorities_by_attendance \
+         ON attendance_authorities (attendance_id, authority)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    db.migrate(&MIGRATIONS).await.unwrap();
+    assert!(authorities_indexed_by_attendance(&db).await);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'attendance_authorities'"
+        )
+        .await,
+        2,
+        "the key and the list's index; the old key's index is gone"
+    );
+    assert_eq!(sweep_at(&db, 200, 10).await.0, 1);
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attendance_authorities").await,
+        0
     );
 }
