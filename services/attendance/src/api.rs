@@ -30,8 +30,7 @@ use crate::retention;
 use crate::store::{self, AttendanceStore, NewAttendance, Recording, RequestKey, StoreError};
 use crate::validate::{self, Check};
 
-/// How many of the child's attendances a check answers with.
-pub const RECENT_ATTENDANCES: i64 = 25;
+pub use crate::store::RECENT_ATTENDANCES;
 
 /// How long a check's answer is replayed for a retry with the same request id.
 pub(crate) const REPLAY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
@@ -283,7 +282,6 @@ impl<S: AttendanceStore> AttendanceApi<S> {
             attendance: attendance.as_ref(),
             events: &outbox,
             nhs_number: check.nhs_number.as_str(),
-            recent: RECENT_ATTENDANCES,
             request: request_key.as_ref(),
             retain_until_us,
         };

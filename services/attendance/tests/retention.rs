@@ -84,7 +84,6 @@ async fn record(db: &Database, attendance: &NewAttendance, retain_until_us: Opti
         attendance: Some(attendance),
         events: &[],
         nhs_number: &attendance.nhs_number,
-        recent: 25,
         request: None,
         retain_until_us,
     };
@@ -181,7 +180,6 @@ async fn a_check_sets_the_retention_of_all_the_childs_attendances(url: &str) {
         attendance: None,
         events: &[],
         nhs_number: &other,
-        recent: 25,
         request: None,
         retain_until_us: Some(700),
     };
@@ -349,7 +347,6 @@ async fn an_unflagged_childs_check_leaves_no_retention_row(url: &str) {
         attendance: None,
         events: &[],
         nhs_number: &child,
-        recent: 25,
         request: None,
         retain_until_us: Some(5),
     };

@@ -129,7 +129,6 @@ async fn a_request_ids_answer_is_replayed_until_it_expires_and_is_purged(
         attendance: Some(&first),
         events: &[],
         nhs_number: "9990000018",
-        recent: 25,
         request: Some(&key),
         retain_until_us: None,
     };
@@ -186,7 +185,6 @@ async fn checks_cancelled_at_any_point_leave_the_next_checks_correct(store: impl
                 attendance: Some(&attendance),
                 events: &[],
                 nhs_number: child,
-                recent: 25,
                 request: None,
                 retain_until_us: None,
             };

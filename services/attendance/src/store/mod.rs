@@ -43,10 +43,8 @@ pub struct Recording<'a> {
     pub attendance: Option<&'a NewAttendance>,
     /// Its outbox events (the audit event, the notices).
     pub events: &'a [NewOutboxEvent],
-    /// The child whose last attendances the answer shows.
+    /// The child whose last attendances ([`RECENT_ATTENDANCES`]) the answer shows.
     pub nhs_number: &'a str,
-    /// How many of them.
-    pub recent: i64,
     /// The request id, when the caller gave one.
     pub request: Option<&'a RequestKey>,
     /// Until when the child's attendances (those stored before, and this one) are kept:
@@ -229,6 +227,9 @@ pub(crate) const FORGET_CHILDREN: &str = "DELETE FROM attendance_children \
 pub(crate) const INSERT_AUTHORITY: &str =
     "INSERT INTO attendance_authorities (authority, attendance_id, arrival_us) VALUES ($1, $2, $3)";
 
+/// How many of the child's attendances a check answers with.
+pub const RECENT_ATTENDANCES: i64 = 25;
+
 pub(crate) const RECENT: &str = "SELECT arrival_us, organisation, site, setting_type, setting_name \
     FROM attendances WHERE nhs_number = $1 \
     ORDER BY arrival_us DESC, attendance_id DESC LIMIT $2";
@@ -334,7 +335,7 @@ macro_rules! check_in_transaction {
         $enqueue(&mut tx, r.events).await?;
         let rows: Vec<$crate::store::RecentRow> = sqlx::query_as($crate::store::RECENT)
             .bind(r.nhs_number)
-            .bind(r.recent)
+            .bind($crate::store::RECENT_ATTENDANCES)
             .fetch_all(&mut *tx)
             .await?;
         let recent: Vec<$crate::store::AttendanceSummary> =
