@@ -30,8 +30,6 @@ use crate::retention;
 use crate::store::{self, AttendanceStore, NewAttendance, Recording, RequestKey, StoreError};
 use crate::validate::{self, Check};
 
-pub use crate::store::RECENT_ATTENDANCES;
-
 /// How long a check's answer is replayed for a retry with the same request id.
 pub(crate) const REPLAY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 

@@ -386,15 +386,20 @@ async fn authorities_indexed_by_attendance(db: &Database) -> bool {
     count(db, sql).await > 0
 }
 
+/// Every migration but the last of each dialect: `attendance_authorities` still keyed by
+/// authority.
+fn before_rekeying() -> cpis_mesh::db::Migrations {
+    cpis_mesh::db::Migrations {
+        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
+        sqlite: &MIGRATIONS.sqlite[..MIGRATIONS.sqlite.len() - 1],
+    }
+}
+
 async fn authorities_are_keyed_by_attendance_after_their_migration(url: &str) {
     let db = Database::connect(&DatabaseSettings::new(url))
         .await
         .unwrap();
-    let before = cpis_mesh::db::Migrations {
-        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
-        sqlite: &MIGRATIONS.sqlite[..MIGRATIONS.sqlite.len() - 1],
-    };
-    db.migrate(&before).await.unwrap();
+    db.migrate(&before_rekeying()).await.unwrap();
     assert!(
         !authorities_indexed_by_attendance(&db).await,
         "before: keyed by authority"
@@ -441,11 +446,7 @@ async fn postgres_takes_over_a_key_index_built_beforehand() {
     let db = Database::connect(&DatabaseSettings::new(&db))
         .await
         .unwrap();
-    let before = cpis_mesh::db::Migrations {
-        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
-        sqlite: &[],
-    };
-    db.migrate(&before).await.unwrap();
+    db.migrate(&before_rekeying()).await.unwrap();
     record(&db, &attendance(&nhs(1), 10, Some(100)), Some(100)).await;
     let Database::Postgres(pool) = &db else {
         unreachable!("a Postgres database")
