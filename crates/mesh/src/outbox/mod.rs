@@ -18,6 +18,7 @@
 //! delivering and before confirming) does no harm. See `docs/outbox.md`.
 
 mod backoff;
+mod cadence;
 mod event;
 mod metrics;
 mod postgres;

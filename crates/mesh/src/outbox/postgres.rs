@@ -149,8 +149,8 @@ impl PostgresOutbox {
         Self::with_vacuum(pool, VACUUM_AFTER_ROWS, VACUUM_GAP)
     }
 
-    /// As [`new`](Self::new), vacuuming the table after `after_rows` confirmed rows, at most
-    /// once per `gap` (tests use small numbers).
+    /// As [`new`](Self::new), vacuuming the table from `after_rows` dead rows, looked at at
+    /// most once per `gap` (tests use small numbers).
     pub fn with_vacuum(pool: PgPool, after_rows: u64, gap: Duration) -> Self {
         let relay = relaxed_commit_pool(&pool, RELAY_CONNECTIONS);
         Self {
@@ -233,7 +233,9 @@ impl OutboxStore for PostgresOutbox {
                 .bind(seqs)
                 .execute(&self.relay)
                 .await?;
-            self.vacuum.deleted(done.rows_affected()).await;
+            if done.rows_affected() > 0 {
+                self.vacuum.deleted().await;
+            }
             Ok(done.rows_affected())
         })
     }

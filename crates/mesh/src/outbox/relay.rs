@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::cadence::Cadence;
 use super::{
     Backoff, Claim, Lease, OutboxEvent, OutboxMetrics, OutboxSink, OutboxStore, Retry, SinkError,
 };
@@ -30,18 +31,21 @@ pub struct RelaySettings {
     /// Names the relay in leases (`claimed_by`) and logs; unique per relay. By default the
     /// `HOSTNAME` (a pod's name) and a random suffix.
     pub relay_id: String,
-    /// Rows per claim and delivery.
+    /// Rows per claim and delivery. A loop claims again at once after a full batch, so a
+    /// batch should hold what arrives in one `linger` at the expected rate: two deliveries
+    /// back to back cost the destination two commits for one period's events.
     pub batch_size: usize,
     /// How often an idle relay looks for rows written by other processes, or due again.
     pub poll_interval: Duration,
-    /// How long a relay woken by a producer's commit waits before it claims, so that the
-    /// commits that follow join the batch: under a steady load one delivery (and one
-    /// commit at the destination) carries many events instead of one or two each. The
-    /// number of deliveries a second is about one per linger whatever the load, and each
-    /// costs the destination a commit and several statements: the default, 100 ms, keeps
-    /// that cost a small share of the machine (at 20 ms, audit and notification cost a
-    /// check a fifth more CPU on a 2-core machine) while an event still arrives within a
-    /// tenth of a second.
+    /// The period of a loop's deliveries. A loop woken by a producer's commit claims at its
+    /// next tick, so that the commits that follow join the batch: under a steady load one
+    /// delivery (and one commit at the destination) carries many events instead of one or
+    /// two each, once per period whatever the load. The loops of a process tick on one
+    /// clock, each at its own offset within the period, so that their deliveries do not
+    /// coincide (see `cadence`). Each delivery costs the destination a commit and several
+    /// statements: the default, 100 ms, keeps that cost a small share of the machine (at
+    /// 20 ms, audit and notification cost a check a fifth more CPU on a 2-core machine)
+    /// while an event still arrives within a tenth of a second.
     pub linger: Duration,
     /// How long a claim holds its rows. A delivery is abandoned after half of it, so that
     /// no other relay can claim a row while it is still being shipped.
@@ -54,7 +58,7 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             relay_id: default_relay_id(),
-            batch_size: 100,
+            batch_size: 250,
             poll_interval: Duration::from_secs(1),
             linger: Duration::from_millis(100),
             lease: Duration::from_secs(30),
@@ -188,6 +192,7 @@ impl Destination<'_> {
         // backlog each time cost the database as much as the claims themselves.
         let stats_every = settings.poll_interval.min(STATS_INTERVAL);
         let mut observed: Option<Instant> = None;
+        let cadence = Cadence::next_loop(settings.linger);
         while !shutdown.is_requested() {
             if observed.is_none_or(|at| at.elapsed() >= stats_every) {
                 observed = Some(Instant::now());
@@ -220,9 +225,10 @@ impl Destination<'_> {
             tokio::select! {
                 () = shutdown.requested() => break,
                 Ok(()) = wake.changed() => {
+                    let tick = cadence.next_after(Instant::now());
                     tokio::select! {
                         () = shutdown.requested() => break,
-                        () = tokio::time::sleep(settings.linger) => {}
+                        () = tokio::time::sleep_until(tick) => {}
                     }
                 }
                 () = tokio::time::sleep(settings.poll_interval) => {}
