@@ -526,3 +526,85 @@ async fn an_open_loop_run_sends_on_schedule_and_half_peak_reports_both_phases() 
     assert!(text.contains("behind schedule"), "{text}");
     assert!(text.contains("p99"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latencies_lists_every_check_of_the_open_loop_with_its_scheduled_time() {
+    let (mesh, nurse) = start_flagged().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let file = data_dir.path().join("latencies.tsv");
+    let file_arg = file.to_str().unwrap();
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    // 20 checks/s, ten of them (due 50 ms apart), then the health RPC: not listed.
+    let args = [
+        &[
+            "--rate",
+            "20",
+            "--requests",
+            "10",
+            "--baseline",
+            "--latencies",
+            file_arg,
+        ][..],
+        &CHILDREN,
+    ]
+    .concat();
+    let text = mesh.bench(&nurse, data_dir.path(), true, &args).await;
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["open_loop"]["ok"], 10, "{report:#}");
+
+    let written = std::fs::read_to_string(&file).unwrap();
+    let mut lines = written.lines();
+    assert_eq!(lines.next(), Some("scheduled_unix_us\tlatency_us\tcode"));
+    let rows: Vec<(u128, u128, &str)> = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            (
+                fields[0].parse().unwrap(),
+                fields[1].parse().unwrap(),
+                fields[2],
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 10, "{written}");
+    for (at, latency, code) in &rows {
+        assert_eq!(*code, "OK");
+        assert!(*latency > 0);
+        assert!(before <= *at && at + latency <= after, "{written}");
+    }
+    // Due 50 ms apart, to the microsecond: the schedule, not when they happened to go.
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 50_000, "{written}");
+    }
+    // The mean of the listed latencies is the report's.
+    let mean_ms = rows.iter().map(|r| r.1).sum::<u128>() as f64 / 10.0 / 1000.0;
+    let reported = report["open_loop"]["latency_ms"]["mean"].as_f64().unwrap();
+    assert!(
+        (mean_ms - reported).abs() < 0.01,
+        "{mean_ms} against {reported}"
+    );
+}
+
+#[test]
+fn latencies_without_a_rate_is_refused_before_anything_is_sent() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cpis"))
+        .args(["bench", "--token", "x.e30.y", "--data-dir"])
+        .arg(data_dir.path())
+        .args(["check", "--requests", "1", "--latencies"])
+        .arg(data_dir.path().join("latencies.tsv"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--rate"), "{stderr}");
+    assert!(!data_dir.path().join("latencies.tsv").exists());
+}

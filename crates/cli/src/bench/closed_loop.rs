@@ -57,5 +57,6 @@ pub(super) async fn load(
         flagged: total.flagged,
         first_error: total.first_error,
         schedule: None,
+        samples: Vec::new(),
     }
 }

@@ -13,6 +13,8 @@
 //! runs at half of it: issue 6's two figures from one command.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +100,13 @@ struct CheckArgs {
     /// ceiling of the RPC stack, and print the ratio (open loop: at the same rate).
     #[arg(long)]
     baseline: bool,
+    /// With --rate: write every check of the open-loop phase to FILE, one line each, in the
+    /// order they were due: its scheduled send time (microseconds since the Unix epoch), its
+    /// latency (microseconds from that time) and its status (OK or a gRPC code's name),
+    /// tab-separated under a header line. Slow checks then line up with the services' and
+    /// the database's logs (see docs/performance.md).
+    #[arg(long, value_name = "FILE")]
+    latencies: Option<PathBuf>,
 }
 
 /// Runs `cpis bench ...`.
@@ -129,6 +138,11 @@ fn run_check(remote: &Remote, args: &CheckArgs, output: Output) -> Result<(), Fa
     if args.concurrency == Some(0) || args.connections == 0 || args.requests == Some(0) {
         return Err(Failure::usage(
             "--concurrency, --connections and --requests must be more than 0",
+        ));
+    }
+    if args.latencies.is_some() && args.rate.is_none() {
+        return Err(Failure::usage(
+            "--latencies records the open-loop phase: give --rate too",
         ));
     }
     let children = numbers::children(&args.nhs_numbers, &remote.data_dir)?;
@@ -173,7 +187,8 @@ fn run_check(remote: &Remote, args: &CheckArgs, output: Output) -> Result<(), Fa
         Some(Rate::PerSecond(_)) => None,
         None | Some(Rate::HalfPeak) => {
             let pace = Pace::Closed { workers };
-            let closed = runtime.block_on(phase(&channels, pace, limits, &calls, args.baseline));
+            let closed =
+                runtime.block_on(phase(&channels, pace, limits, &calls, args.baseline, false));
             every_check_failed(&closed.0)?;
             Some(closed)
         }
@@ -199,9 +214,19 @@ fn run_check(remote: &Remote, args: &CheckArgs, output: Output) -> Result<(), Fa
     };
     let open = match open_pace {
         Some(pace) => {
-            let (check, baseline) =
-                runtime.block_on(phase(&channels, pace, limits, &calls, args.baseline));
+            let record = args.latencies.is_some();
+            let (check, baseline) = runtime.block_on(phase(
+                &channels,
+                pace,
+                limits,
+                &calls,
+                args.baseline,
+                record,
+            ));
             every_check_failed(&check)?;
+            if let Some(path) = &args.latencies {
+                write_latencies(path, &check.samples)?;
+            }
             Some(OpenLoop {
                 half_peak: args.rate == Some(Rate::HalfPeak),
                 check,
@@ -238,30 +263,42 @@ enum Pace {
 }
 
 /// Runs the checks at `pace` until `limits`, then, with `baseline`, the health RPC at the
-/// same pace.
+/// same pace. With `record` (open loop only), the checks' phase keeps every check's sample.
 async fn phase(
     channels: &[MeshChannel],
     pace: Pace,
     limits: Limits,
     calls: &Arc<Calls>,
     baseline: bool,
+    record: bool,
 ) -> (Phase, Option<Phase>) {
-    let paced = |target| async move {
+    let paced = |target, record| async move {
         match pace {
             Pace::Closed { workers } => closed_loop::load(channels, workers, limits, target).await,
             Pace::Open {
                 rate,
                 max_in_flight,
-            } => open_loop::load(channels, rate, max_in_flight, limits, target).await,
+            } => open_loop::load(channels, rate, max_in_flight, limits, target, record).await,
         }
     };
-    let check = paced(Target::Check(Arc::clone(calls))).await;
+    let check = paced(Target::Check(Arc::clone(calls)), record).await;
     let baseline = if baseline {
-        Some(paced(Target::Health).await)
+        Some(paced(Target::Health, false).await)
     } else {
         None
     };
     (check, baseline)
+}
+
+/// Writes `--latencies`: a header, then one line per check.
+fn write_latencies(path: &Path, samples: &[open_loop::Sample]) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| Failure::usage(format!("--latencies {}: {e}", path.display()));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(failed)?);
+    writeln!(file, "{}", open_loop::Sample::HEADER).map_err(failed)?;
+    for sample in samples {
+        writeln!(file, "{}", sample.line()).map_err(failed)?;
+    }
+    file.flush().map_err(failed)
 }
 
 /// Fails the command, with the first failure's code, if no check of `phase` was answered.

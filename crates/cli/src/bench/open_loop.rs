@@ -5,7 +5,7 @@
 //! it, as it would for a caller arriving at that moment.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cpis_mesh::client::MeshChannel;
 use tokio::sync::Semaphore;
@@ -116,6 +116,32 @@ impl Schedule {
     }
 }
 
+/// One call of an open-loop phase, as `--latencies` writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Sample {
+    /// Its scheduled send time, in microseconds since the Unix epoch.
+    pub(super) scheduled_unix_us: u64,
+    /// From that time to the answer.
+    pub(super) latency: Duration,
+    /// `OK`, or the failure's gRPC code name.
+    pub(super) code: &'static str,
+}
+
+impl Sample {
+    /// The first line of a `--latencies` file.
+    pub(super) const HEADER: &'static str = "scheduled_unix_us\tlatency_us\tcode";
+
+    /// The sample as a line of a `--latencies` file (without the newline).
+    pub(super) fn line(&self) -> String {
+        format!(
+            "{}\t{}\t{}",
+            self.scheduled_unix_us,
+            self.latency.as_micros(),
+            self.code
+        )
+    }
+}
+
 /// Sends checks of `target` at `rate` per second until `limits`, at most `max_in_flight`
 /// at once, round robin over `channels`; waits for every answer.
 pub(super) async fn load(
@@ -124,6 +150,7 @@ pub(super) async fn load(
     max_in_flight: u32,
     limits: Limits,
     target: Target,
+    record: bool,
 ) -> Phase {
     let mut schedule = Schedule {
         offered_rate: rate,
@@ -134,6 +161,24 @@ pub(super) async fn load(
     let mut in_flight = JoinSet::new();
     let mut tally = Tally::default();
     let started = Instant::now();
+    // The wall clock at the start, for `--latencies`: scheduled times are offsets from it.
+    let wall_start = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut samples = Vec::new();
+    let mut keep = |i: u64, outcome: &Result<bool, tonic::Status>, latency: Duration| {
+        if record {
+            let at = wall_start + offset(i, rate);
+            samples.push(Sample {
+                scheduled_unix_us: u64::try_from(at.as_micros()).unwrap_or(u64::MAX),
+                latency,
+                code: match outcome {
+                    Ok(_) => "OK",
+                    Err(status) => cpis_mesh::metrics::code_name(status.code()),
+                },
+            });
+        }
+    };
     // However far behind the service falls, the run ends with --duration: a check still
     // waiting for the cap then is counted as unsent, not sent minutes late.
     let end = limits.duration.map(|d| started + d);
@@ -168,21 +213,24 @@ pub(super) async fn load(
             let outcome = call(&channel, &target, i).await;
             let latency = scheduled.elapsed();
             drop(slot);
-            (outcome, latency)
+            (i, outcome, latency)
         });
         // Answers so far, so that finished tasks do not pile up over a long run.
         while let Some(done) = in_flight.try_join_next() {
-            if let Ok((outcome, latency)) = done {
+            if let Ok((i, outcome, latency)) = done {
+                keep(i, &outcome, latency);
                 tally.count(outcome, latency);
             }
         }
         i += 1;
     }
     while let Some(done) = in_flight.join_next().await {
-        if let Ok((outcome, latency)) = done {
+        if let Ok((i, outcome, latency)) = done {
+            keep(i, &outcome, latency);
             tally.count(outcome, latency);
         }
     }
+    samples.sort_by_key(|s| s.scheduled_unix_us);
     Phase {
         elapsed: started.elapsed(),
         histogram: tally.histogram,
@@ -190,6 +238,7 @@ pub(super) async fn load(
         flagged: tally.flagged,
         first_error: tally.first_error,
         schedule: Some(schedule),
+        samples,
     }
 }
 
@@ -256,6 +305,20 @@ mod tests {
                 "{rate}/s, {limits:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_sample_is_one_tab_separated_line_under_the_header() {
+        let sample = Sample {
+            scheduled_unix_us: 1_796_000_000_000_000,
+            latency: Duration::from_micros(2_417),
+            code: "UNAVAILABLE",
+        };
+        assert_eq!(sample.line(), "1796000000000000\t2417\tUNAVAILABLE");
+        assert_eq!(
+            Sample::HEADER.split('\t').count(),
+            sample.line().split('\t').count()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::histogram::Histogram;
-use super::open_loop::{LATE_AFTER, Schedule};
+use super::open_loop::{LATE_AFTER, Sample, Schedule};
 use crate::output::{Output, Table};
 
 /// What one load (the checks, or the health baseline) measured.
@@ -26,6 +26,8 @@ pub(super) struct Phase {
     pub(super) first_error: Option<tonic::Status>,
     /// Open loop: how the schedule was kept (latencies then run from scheduled send times).
     pub(super) schedule: Option<Schedule>,
+    /// Open loop with `--latencies`: every call, in the order they were due.
+    pub(super) samples: Vec<Sample>,
 }
 
 impl Phase {
