@@ -37,11 +37,10 @@ pub const SERVICE_SECTIONS: &[&str] = &[
     "edge",
     "database",
     "redis",
-    "outbox",
 ];
 
 /// Sections every service reads through [`MeshConfig`].
-const MESH_SECTIONS: &[&str] = &["server", "tls", "telemetry", "tokens", "privacy"];
+const MESH_SECTIONS: &[&str] = &["server", "tls", "telemetry", "tokens", "privacy", "outbox"];
 
 /// A configuration problem found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +143,8 @@ pub struct MeshConfig {
     pub tokens: TokenSection,
     /// Pseudonymisation of NHS numbers in logs, spans and metrics.
     pub privacy: PrivacySection,
+    /// How the service's outbox relay ships its events (ignored by services without one).
+    pub outbox: OutboxSection,
 }
 
 /// `[server]`: listening addresses, identity and lifecycle.
@@ -228,6 +229,23 @@ pub struct PrivacySection {
     pub nhs_hash_key: Option<String>,
 }
 
+/// `[outbox]`: how a service's outbox relay ships its events to audit and notification
+/// (see docs/outbox.md). Services without an outbox (audit) ignore it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Events per claim and delivery, 1 to 1,000: enough for one `linger` of events at the
+    /// expected rate, so that a period's events go in one delivery.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub batch_size: usize,
+    /// The period of each destination's deliveries under load (at most 10 s): an event
+    /// waits up to this long; each delivery costs its destination a durable commit.
+    pub linger: HumanDuration,
+    /// How often an idle relay looks for events written by other replicas or due again
+    /// after a failure (10 ms to 5 min).
+    pub poll_interval: HumanDuration,
+}
+
 impl std::fmt::Debug for PrivacySection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrivacySection")
@@ -271,6 +289,11 @@ impl MeshConfig {
                 leeway: HumanDuration::from_secs(30),
             },
             privacy: PrivacySection::default(),
+            outbox: OutboxSection {
+                batch_size: crate::outbox::DEFAULT_BATCH_SIZE,
+                linger: HumanDuration::from(crate::outbox::DEFAULT_LINGER),
+                poll_interval: HumanDuration::from(crate::outbox::DEFAULT_POLL_INTERVAL),
+            },
         }
     }
 
@@ -282,6 +305,7 @@ impl MeshConfig {
             .map_err(|m| ConfigError::invalid("server.namespace", m))?;
         crate::identity::validate_label(&self.server.edge_workload)
             .map_err(|m| ConfigError::invalid("server.edge_workload", m))?;
+        self.outbox.validate()?;
         match &self.privacy.nhs_hash_key {
             None => Err(ConfigError::invalid(
                 "privacy.nhs_hash_key",
@@ -291,6 +315,32 @@ impl MeshConfig {
                 .map(|_| ())
                 .map_err(|e| ConfigError::invalid("privacy.nhs_hash_key", e.to_string())),
         }
+    }
+}
+
+impl OutboxSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1000).contains(&self.batch_size) {
+            return Err(ConfigError::invalid(
+                "outbox.batch_size",
+                "must be from 1 to 1000",
+            ));
+        }
+        if self.linger.get() > std::time::Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                "outbox.linger",
+                "must be at most 10s: events wait up to this long",
+            ));
+        }
+        let poll = self.poll_interval.get();
+        if poll < std::time::Duration::from_millis(10) || poll > std::time::Duration::from_secs(300)
+        {
+            return Err(ConfigError::invalid(
+                "outbox.poll_interval",
+                "must be from 10ms to 5m",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -489,6 +539,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -558,6 +610,43 @@ mod tests {
         assert_eq!(cfg.mesh.server.listen.port(), 7000);
         assert_eq!(cfg.mesh.server.namespace, "staging");
         assert_eq!(cfg.service.checkpoint_every, 9);
+    }
+
+    #[test]
+    fn the_outbox_relay_is_configured_by_its_own_variables() {
+        let cfg = ConfigSource::empty()
+            .with_var("CPIS_PRIVACY_NHS_HASH_KEY", KEY)
+            .load::<NoSection>(&defaults())
+            .unwrap();
+        assert_eq!(cfg.mesh.outbox.batch_size, 250);
+        assert_eq!(cfg.mesh.outbox.linger.get(), Duration::from_millis(100));
+        let cfg = ConfigSource::empty()
+            .with_var("CPIS_PRIVACY_NHS_HASH_KEY", KEY)
+            .with_var("CPIS_OUTBOX_BATCH_SIZE", "40")
+            .with_var("CPIS_OUTBOX_LINGER", "20ms")
+            .with_var("CPIS_OUTBOX_POLL_INTERVAL", "5s")
+            .load::<NoSection>(&defaults())
+            .unwrap();
+        assert_eq!(cfg.mesh.outbox.batch_size, 40);
+        assert_eq!(cfg.mesh.outbox.linger.get(), Duration::from_millis(20));
+        assert_eq!(cfg.mesh.outbox.poll_interval.get(), Duration::from_secs(5));
+        for (var, value, key) in [
+            ("CPIS_OUTBOX_BATCH_SIZE", "0", "outbox.batch_size"),
+            ("CPIS_OUTBOX_BATCH_SIZE", "5000", "outbox.batch_size"),
+            ("CPIS_OUTBOX_LINGER", "1m", "outbox.linger"),
+            ("CPIS_OUTBOX_POLL_INTERVAL", "1ms", "outbox.poll_interval"),
+        ] {
+            let err = ConfigSource::empty()
+                .with_var("CPIS_PRIVACY_NHS_HASH_KEY", KEY)
+                .with_var(var, value)
+                .load::<NoSection>(&defaults())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(var),
+                "{var}={value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ fn relay(
     let mut relay = OutboxRelay::new(
         outbox::store(db),
         OutboxMetrics::register(&ctx.metrics),
-        RelaySettings::default(),
+        RelaySettings::from(&ctx.config.outbox),
     );
     if !audit.is_empty() {
         relay = relay.with_sink(outbox::AUDIT, Arc::new(AuditSink::new(ctx.channel(audit)?)));

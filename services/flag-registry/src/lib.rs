@@ -146,7 +146,7 @@ impl MeshService for FlagRegistry {
             let relay = OutboxRelay::new(
                 outbox::store(&db),
                 OutboxMetrics::register(&ctx.metrics),
-                RelaySettings::default(),
+                RelaySettings::from(&ctx.config.outbox),
             )
             .with_sink(
                 outbox::AUDIT,

@@ -111,7 +111,7 @@ pub async fn build(
         let relay = OutboxRelay::new(
             outbox::store(store.database()),
             OutboxMetrics::register(&ctx.metrics),
-            RelaySettings::default(),
+            RelaySettings::from(&ctx.config.outbox),
         )
         .with_sink(
             outbox::AUDIT,

@@ -139,7 +139,7 @@ pub fn parts(
             let relay = OutboxRelay::new(
                 outbox::store(db),
                 OutboxMetrics::register(&ctx.metrics),
-                RelaySettings::default(),
+                RelaySettings::from(&ctx.config.outbox),
             )
             .with_sink(
                 outbox::AUDIT,

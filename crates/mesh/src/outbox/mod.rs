@@ -34,7 +34,10 @@ pub use backoff::Backoff;
 pub use event::{NewOutboxEvent, OutboxEvent};
 pub use metrics::OutboxMetrics;
 pub use postgres::{PostgresEvents, PostgresOutbox, enqueue_postgres, postgres_enqueue_sql};
-pub use relay::{OutboxNotifier, OutboxRelay, RelaySettings};
+pub use relay::{
+    DEFAULT_BATCH_SIZE, DEFAULT_LINGER, DEFAULT_POLL_INTERVAL, OutboxNotifier, OutboxRelay,
+    RelaySettings,
+};
 pub use schema::{POSTGRES_HOT_SQL, POSTGRES_SQL, SQLITE_SQL};
 pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
 pub use sqlite::{SqliteOutbox, enqueue_sqlite};

@@ -25,6 +25,13 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest `last_error` kept: enough to diagnose, bounded whatever a destination answers.
 const MAX_ERROR_LEN: usize = 1000;
 
+/// Events per claim and delivery, unless configured (`CPIS_OUTBOX_BATCH_SIZE`).
+pub const DEFAULT_BATCH_SIZE: usize = 250;
+/// The period of deliveries under load, unless configured (`CPIS_OUTBOX_LINGER`).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
+/// How often an idle relay looks, unless configured (`CPIS_OUTBOX_POLL_INTERVAL`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How a relay works.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -58,11 +65,23 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             relay_id: default_relay_id(),
-            batch_size: 250,
-            poll_interval: Duration::from_secs(1),
-            linger: Duration::from_millis(100),
+            batch_size: DEFAULT_BATCH_SIZE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            linger: DEFAULT_LINGER,
             lease: Duration::from_secs(30),
             backoff: Backoff::default(),
+        }
+    }
+}
+
+impl From<&crate::config::OutboxSection> for RelaySettings {
+    /// The configured batch size, linger and poll interval; the rest as by default.
+    fn from(section: &crate::config::OutboxSection) -> Self {
+        Self {
+            batch_size: section.batch_size,
+            linger: section.linger.get(),
+            poll_interval: section.poll_interval.get(),
+            ..Self::default()
         }
     }
 }
@@ -390,6 +409,20 @@ mod tests {
     fn long_errors_are_cut_on_a_character() {
         assert_eq!(truncate("ééé", 2), "éé");
         assert_eq!(truncate("short", 10), "short");
+    }
+
+    #[test]
+    fn the_configured_section_sets_batch_linger_and_poll() {
+        let section = crate::config::OutboxSection {
+            batch_size: 40,
+            linger: crate::duration::HumanDuration::from_millis(20),
+            poll_interval: crate::duration::HumanDuration::from_secs(5),
+        };
+        let settings = RelaySettings::from(&section);
+        assert_eq!(settings.batch_size, 40);
+        assert_eq!(settings.linger, Duration::from_millis(20));
+        assert_eq!(settings.poll_interval, Duration::from_secs(5));
+        assert_eq!(settings.lease, RelaySettings::default().lease);
     }
 
     #[test]
