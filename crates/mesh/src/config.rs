@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -326,15 +327,14 @@ impl OutboxSection {
                 "must be from 1 to 1000",
             ));
         }
-        if self.linger.get() > std::time::Duration::from_secs(10) {
+        if self.linger.get() > Duration::from_secs(10) {
             return Err(ConfigError::invalid(
                 "outbox.linger",
                 "must be at most 10s: events wait up to this long",
             ));
         }
         let poll = self.poll_interval.get();
-        if poll < std::time::Duration::from_millis(10) || poll > std::time::Duration::from_secs(300)
-        {
+        if poll < Duration::from_millis(10) || poll > Duration::from_secs(300) {
             return Err(ConfigError::invalid(
                 "outbox.poll_interval",
                 "must be from 10ms to 5m",
@@ -539,8 +539,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";

@@ -166,18 +166,20 @@ pub(super) async fn load(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let mut samples = Vec::new();
-    let mut keep = |i: u64, outcome: &Result<bool, tonic::Status>, latency: Duration| {
+    // Counts the `n`th check's answer (and, with `record`, keeps its sample).
+    let mut settle = |n: u64, outcome: Result<bool, tonic::Status>, latency: Duration| {
         if record {
-            let at = wall_start + offset(i, rate);
+            let at = wall_start + offset(n, rate);
             samples.push(Sample {
                 scheduled_unix_us: u64::try_from(at.as_micros()).unwrap_or(u64::MAX),
                 latency,
-                code: match outcome {
+                code: match &outcome {
                     Ok(_) => "OK",
                     Err(status) => cpis_mesh::metrics::code_name(status.code()),
                 },
             });
         }
+        tally.count(outcome, latency);
     };
     // However far behind the service falls, the run ends with --duration: a check still
     // waiting for the cap then is counted as unsent, not sent minutes late.
@@ -217,17 +219,15 @@ pub(super) async fn load(
         });
         // Answers so far, so that finished tasks do not pile up over a long run.
         while let Some(done) = in_flight.try_join_next() {
-            if let Ok((i, outcome, latency)) = done {
-                keep(i, &outcome, latency);
-                tally.count(outcome, latency);
+            if let Ok((n, outcome, latency)) = done {
+                settle(n, outcome, latency);
             }
         }
         i += 1;
     }
     while let Some(done) = in_flight.join_next().await {
-        if let Ok((i, outcome, latency)) = done {
-            keep(i, &outcome, latency);
-            tally.count(outcome, latency);
+        if let Ok((n, outcome, latency)) = done {
+            settle(n, outcome, latency);
         }
     }
     samples.sort_by_key(|s| s.scheduled_unix_us);

@@ -58,11 +58,10 @@ impl Cadence {
             return now;
         }
         let first = self.origin + self.offset;
-        let since = now.saturating_duration_since(first).as_nanos();
         if now < first {
             return first;
         }
-        let ticks = since / period + 1;
+        let ticks = (now - first).as_nanos() / period + 1;
         // A period of a few ms and a process running for years stay far below u64 nanos.
         first + Duration::from_nanos(u64::try_from(ticks * period).unwrap_or(u64::MAX))
     }
