@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cpis_mesh::Shutdown;
-use cpis_mesh::db::Database;
+use cpis_mesh::db::{Database, DatabaseSettings, Migrations};
 use cpis_mesh::outbox::{
     AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, PostgresOutbox, RelaySettings,
     Retry, SinkError,
 };
-use cpis_mesh::testkit::TestPki;
+use cpis_mesh::testkit::{TestPki, postgres_database, sqlite_database};
 use cpis_proto::audit::AuditEvent;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -50,6 +50,7 @@ contract!(
     a_batch_larger_than_one_statement_is_written_whole_and_in_order,
     the_writer_commits_every_callers_events_once_and_shares_commits,
     a_failed_group_commit_reaches_every_caller_in_it,
+    a_repeated_event_id_is_kept_and_reaches_its_destination_once,
     queued_events_are_written_without_the_caller_waiting,
     committed_writes_carry_the_trace_context,
     leases_keep_claims_apart_and_fence_releases,
@@ -196,6 +197,79 @@ async fn postgres_claims_update_rows_in_place() {
     );
 }
 
+/// Dropping the uniqueness of event ids (Postgres's `POSTGRES_EVENT_ID_NOT_UNIQUE_SQL`,
+/// SQLite's rebuild `SQLITE_EVENT_ID_NOT_UNIQUE_SQL`) keeps the rows waiting, their order
+/// and the sequence: a row written afterwards comes after every row ever written, including
+/// those already delivered and deleted (SQLite's rebuilt table must carry AUTOINCREMENT's
+/// counter over).
+async fn dropping_unique_event_ids_keeps_rows_order_and_sequence(url: String, old: Migrations) {
+    let db = Database::connect(&DatabaseSettings::new(&url))
+        .await
+        .unwrap();
+    db.migrate(&old).await.unwrap();
+    let store = cpis_mesh::outbox::store(&db);
+    let written = events(5);
+    store.enqueue(&written).await.unwrap();
+    let lease = Duration::from_millis(1);
+    let claim = store.claim(AUDIT, 10, "old", lease).await.unwrap();
+    let seqs: Vec<i64> = claim.events.iter().map(|e| e.seq).collect();
+    // The newest two delivered: the highest number given so far is no longer in the table.
+    assert_eq!(store.confirm(&seqs[3..]).await.unwrap(), 2);
+
+    db.migrate(&outbox_support::MIGRATIONS).await.unwrap();
+    let store = cpis_mesh::outbox::store(&db);
+    let later = events(1);
+    store.enqueue(&later).await.unwrap();
+    tokio::time::sleep(lease * 10).await;
+    let waiting = store
+        .claim(AUDIT, 10, "new", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = waiting.events.iter().map(|e| e.id).collect();
+    let expected: Vec<Uuid> = written[..3]
+        .iter()
+        .chain(&later)
+        .map(NewOutboxEvent::id)
+        .collect();
+    assert_eq!(ids, expected, "the waiting rows, in creation order");
+    assert!(waiting.events[3].seq > seqs[4], "the sequence went back");
+    // The same id again is accepted now; the two indexes the relay walks are still there.
+    store.enqueue(&later).await.unwrap();
+    if let Database::Postgres(pool) = &db {
+        let mut indexes: Vec<String> =
+            sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE tablename = 'outbox'")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        indexes.sort();
+        assert_eq!(indexes.len(), 2, "{indexes:?}");
+        assert!(indexes[0].ends_with("(destination, seq)"), "{indexes:?}");
+        assert!(indexes[1].ends_with("(seq)"), "{indexes:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dropping_unique_event_ids_keeps_rows_order_and_sequence() {
+    let all = &outbox_support::MIGRATIONS;
+    let old = Migrations {
+        postgres: &all.postgres[..3],
+        sqlite: &[],
+    };
+    dropping_unique_event_ids_keeps_rows_order_and_sequence(postgres_database().await, old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dropping_unique_event_ids_keeps_rows_order_and_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = &outbox_support::MIGRATIONS;
+    let old = Migrations {
+        postgres: &[],
+        sqlite: &all.sqlite[..2],
+    };
+    let url = sqlite_database(dir.path(), "producer");
+    dropping_unique_event_ids_keeps_rows_order_and_sequence(url, old).await;
+}
+
 async fn rolled_back_writes_leave_nothing(fx: Fixture) {
     fx.write(&events(3), false).await;
     assert!(fx.rows().await.is_empty());
@@ -256,15 +330,13 @@ async fn the_writer_commits_every_callers_events_once_and_shares_commits(fx: Fix
 
 async fn a_failed_group_commit_reaches_every_caller_in_it(fx: Fixture) {
     let writer = OutboxWriter::spawn(fx.db.clone(), || {});
-    // An event id already in the outbox: the shared statement fails as a whole.
-    let taken = events(1);
-    fx.write(&taken, true).await;
-    let duplicate = taken[0].clone();
+    // An event the database refuses: the shared statement fails as a whole.
+    cpis_mesh::testkit::refuse_outbox_destination(&fx.db, "refused").await;
     let callers = (0..10).map(|i| {
         let writer = writer.clone();
         let mut events = events(1);
         if i == 0 {
-            events.push(duplicate.clone());
+            events.push(NewOutboxEvent::new("refused", b"refused".to_vec()));
         }
         tokio::spawn(async move { writer.write(events).await })
     });
@@ -274,9 +346,32 @@ async fn a_failed_group_commit_reaches_every_caller_in_it(fx: Fixture) {
         .map(|r| r.unwrap())
         .filter(|r| matches!(r, Err(cpis_mesh::outbox::OutboxError::Batch(_))))
         .count();
-    assert!(failed >= 1, "the caller with the duplicate heard the error");
+    assert!(
+        failed >= 1,
+        "the caller with the refused event heard the error"
+    );
     // What failed left nothing; what succeeded (callers in other commits) is there once.
-    assert_eq!(fx.rows().await.len(), 1 + 10 - failed);
+    assert_eq!(fx.rows().await.len(), 10 - failed);
+}
+
+async fn a_repeated_event_id_is_kept_and_reaches_its_destination_once(fx: Fixture) {
+    // A producer that writes the same event twice (a retried transaction, say) is not
+    // refused: delivery is at least once anyway, and destinations ignore an id seen before.
+    let event = events(1);
+    fx.write(&event, true).await;
+    fx.write(&event, true).await;
+    let rows = fx.rows().await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.id == event[0].id()));
+    let consumer = Consumer::up();
+    let relay = relay(fx.store.clone(), Arc::new(consumer.clone()), fast("relay"));
+    let shutdown = Shutdown::new();
+    let running = relay.spawn(shutdown.clone());
+    assert!(eventually(PATIENCE, || async { fx.rows().await.is_empty() }).await);
+    assert_eq!(consumer.deliveries().len(), 2, "each row shipped");
+    assert_eq!(consumer.stored(), vec![event[0].id()]);
+    shutdown.trigger();
+    running.await.unwrap();
 }
 
 async fn queued_events_are_written_without_the_caller_waiting(fx: Fixture) {

@@ -77,6 +77,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "authorities keyed by attendance",
             sql: include_str!("../migrations/postgres/0007_authorities_by_attendance.sql"),
         },
+        EmbeddedMigration {
+            version: 8,
+            description: "outbox: event ids not unique",
+            sql: outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -108,6 +113,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 6,
             description: "authorities keyed by attendance",
             sql: include_str!("../migrations/sqlite/0006_authorities_by_attendance.sql"),
+        },
+        EmbeddedMigration {
+            version: 7,
+            description: "outbox: event ids not unique",
+            sql: outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
         },
     ],
 };

@@ -386,12 +386,19 @@ async fn authorities_indexed_by_attendance(db: &Database) -> bool {
     count(db, sql).await > 0
 }
 
-/// Every migration but the last of each dialect: `attendance_authorities` still keyed by
-/// authority.
+/// Every migration before the re-keying, in each dialect: `attendance_authorities` still
+/// keyed by authority.
 fn before_rekeying() -> cpis_mesh::db::Migrations {
+    let upto = |all: &'static [cpis_mesh::db::EmbeddedMigration]| {
+        let rekeying = all
+            .iter()
+            .position(|m| m.description == "authorities keyed by attendance")
+            .expect("the re-keying migration");
+        &all[..rekeying]
+    };
     cpis_mesh::db::Migrations {
-        postgres: &MIGRATIONS.postgres[..MIGRATIONS.postgres.len() - 1],
-        sqlite: &MIGRATIONS.sqlite[..MIGRATIONS.sqlite.len() - 1],
+        postgres: upto(MIGRATIONS.postgres),
+        sqlite: upto(MIGRATIONS.sqlite),
     }
 }
 

@@ -46,11 +46,15 @@ async fn with_store<P, Q>(
         .await
         .unwrap();
     db.migrate(&MIGRATIONS).await.unwrap();
+    cpis_mesh::testkit::refuse_outbox_destination(&db, REFUSED).await;
     match db {
         Database::Postgres(pool) => pg(PgAttendanceStore::new(pool)).await,
         Database::Sqlite(pool) => lite(SqliteAttendanceStore::new(pool)).await,
     }
 }
+
+/// Outbox rows for this destination fail their statement (a trigger the tests install).
+const REFUSED: &str = "refused";
 
 fn attendance(number: &str, arrival_us: i64) -> NewAttendance {
     NewAttendance {
@@ -78,14 +82,14 @@ async fn an_attendance_and_its_events_commit_together_or_not_at_all(store: impl 
         .unwrap();
     assert_eq!(store.recent("9990000018", 25).await.unwrap().len(), 1);
 
-    // The same event id again: the outbox refuses it, so the attendance written before
-    // it in the same transaction must be rolled back.
+    // An event the outbox refuses: the attendance written before it in the same
+    // transaction must be rolled back.
     let second = attendance("9990000026", 2_000);
-    let again = NewOutboxEvent::new("audit", vec![2]).with_id(event.id());
+    let refused = NewOutboxEvent::new(REFUSED, vec![2]);
     store
-        .record(Some(&second), &[again])
+        .record(Some(&second), &[refused])
         .await
-        .expect_err("a duplicate event id fails the transaction");
+        .expect_err("a refused event fails the transaction");
     assert!(
         store.recent("9990000026", 25).await.unwrap().is_empty(),
         "the attendance was rolled back with its events"

@@ -16,16 +16,35 @@ use cpis_mesh::testkit::{TestPki, postgres_database, sqlite_database};
 use cpis_proto::audit::GetCheckpointRequest;
 
 const PRODUCER: Migrations = Migrations {
-    postgres: &[EmbeddedMigration {
-        version: 1,
-        description: "outbox",
-        sql: outbox::POSTGRES_SQL,
-    }],
-    sqlite: &[EmbeddedMigration {
-        version: 1,
-        description: "outbox",
-        sql: outbox::SQLITE_SQL,
-    }],
+    postgres: &[
+        EmbeddedMigration {
+            version: 1,
+            description: "outbox",
+            sql: outbox::POSTGRES_SQL,
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "outbox: room for claims in place",
+            sql: outbox::POSTGRES_HOT_SQL,
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: event ids not unique",
+            sql: outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
+    ],
+    sqlite: &[
+        EmbeddedMigration {
+            version: 1,
+            description: "outbox",
+            sql: outbox::SQLITE_SQL,
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "outbox: event ids not unique",
+            sql: outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
+        },
+    ],
 };
 
 #[tokio::test(flavor = "multi_thread")]

@@ -68,6 +68,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox: room for claims in place",
             sql: outbox::POSTGRES_HOT_SQL,
         },
+        EmbeddedMigration {
+            version: 5,
+            description: "outbox: event ids not unique",
+            sql: outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -84,6 +89,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 3,
             description: "webhooks",
             sql: include_str!("../migrations/sqlite/0003_webhooks.sql"),
+        },
+        EmbeddedMigration {
+            version: 4,
+            description: "outbox: event ids not unique",
+            sql: outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
         },
     ],
 };

@@ -4,7 +4,8 @@
 //! backoff on failure.
 //!
 //! - [`POSTGRES_SQL`] / [`SQLITE_SQL`]: the `outbox` table, embedded by each service as one
-//!   of its own migrations, and [`POSTGRES_HOT_SQL`] as a later one;
+//!   of its own migrations, and [`POSTGRES_HOT_SQL`] then
+//!   [`POSTGRES_EVENT_ID_NOT_UNIQUE_SQL`] / [`SQLITE_EVENT_ID_NOT_UNIQUE_SQL`] as later ones;
 //! - [`NewOutboxEvent`], [`enqueue_postgres`], [`enqueue_sqlite`]: writing in the caller's
 //!   transaction, with the current span's trace context;
 //! - [`OutboxStore`] ([`PostgresOutbox`], [`SqliteOutbox`], [`store`]): claiming under a
@@ -38,7 +39,10 @@ pub use relay::{
     DEFAULT_BATCH_SIZE, DEFAULT_LINGER, DEFAULT_POLL_INTERVAL, OutboxNotifier, OutboxRelay,
     RelaySettings,
 };
-pub use schema::{POSTGRES_HOT_SQL, POSTGRES_SQL, SQLITE_SQL};
+pub use schema::{
+    POSTGRES_EVENT_ID_NOT_UNIQUE_SQL, POSTGRES_HOT_SQL, POSTGRES_SQL,
+    SQLITE_EVENT_ID_NOT_UNIQUE_SQL, SQLITE_SQL,
+};
 pub use sink::{AuditSink, NotificationSink, OutboxSink, SinkError};
 pub use sqlite::{SqliteOutbox, enqueue_sqlite};
 pub use store::{Claim, DestinationStats, Lease, OutboxStore, Retry, store};

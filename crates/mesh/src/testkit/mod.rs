@@ -134,6 +134,37 @@ pub async fn postgres_database() -> String {
     }
 }
 
+/// Makes `db` refuse every outbox row for `destination` (a trigger on the `outbox` table,
+/// either dialect), so that a test can make the statement or transaction that writes one
+/// fail as a whole.
+pub async fn refuse_outbox_destination(db: &crate::db::Database, destination: &str) {
+    use crate::db::Database;
+    assert!(
+        destination
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "a plain destination name"
+    );
+    let sql = match db {
+        Database::Postgres(_) => format!(
+            "CREATE FUNCTION refuse_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'outbox row refused by the test'; END $$; \
+             CREATE TRIGGER refuse_outbox_row BEFORE INSERT ON outbox FOR EACH ROW \
+             WHEN (NEW.destination = '{destination}') EXECUTE FUNCTION refuse_outbox_row();"
+        ),
+        Database::Sqlite(_) => format!(
+            "CREATE TRIGGER refuse_outbox_row BEFORE INSERT ON outbox \
+             WHEN NEW.destination = '{destination}' \
+             BEGIN SELECT RAISE(ABORT, 'outbox row refused by the test'); END;"
+        ),
+    };
+    let done = match db {
+        Database::Postgres(pool) => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()),
+        Database::Sqlite(pool) => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()),
+    };
+    done.expect("install the refusing trigger");
+}
+
 /// The URL of an SQLite database file `name` in `dir`.
 pub fn sqlite_database(dir: &std::path::Path, name: &str) -> String {
     format!("sqlite:{}", dir.join(format!("{name}.db")).display())

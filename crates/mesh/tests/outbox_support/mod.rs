@@ -52,6 +52,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox: room for claims in place",
             sql: cpis_mesh::outbox::POSTGRES_HOT_SQL,
         },
+        EmbeddedMigration {
+            version: 4,
+            description: "outbox: event ids not unique",
+            sql: cpis_mesh::outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -63,6 +68,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "things",
             sql: "CREATE TABLE things (id BLOB PRIMARY KEY)",
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: event ids not unique",
+            sql: cpis_mesh::outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
         },
     ],
 };

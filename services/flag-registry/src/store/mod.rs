@@ -43,6 +43,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox: room for claims in place",
             sql: cpis_mesh::outbox::POSTGRES_HOT_SQL,
         },
+        EmbeddedMigration {
+            version: 4,
+            description: "outbox: event ids not unique",
+            sql: cpis_mesh::outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -54,6 +59,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "outbox",
             sql: cpis_mesh::outbox::SQLITE_SQL,
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: event ids not unique",
+            sql: cpis_mesh::outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
         },
     ],
 };

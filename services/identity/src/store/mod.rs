@@ -49,6 +49,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "outbox: room for claims in place",
             sql: outbox::POSTGRES_HOT_SQL,
         },
+        EmbeddedMigration {
+            version: 4,
+            description: "outbox: event ids not unique",
+            sql: outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL,
+        },
     ],
     sqlite: &[
         EmbeddedMigration {
@@ -60,6 +65,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "outbox",
             sql: outbox::SQLITE_SQL,
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "outbox: event ids not unique",
+            sql: outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL,
         },
     ],
 };

@@ -11,8 +11,12 @@ use super::StoreError;
 pub(crate) const POSTGRES_SQL: &str = outbox::POSTGRES_SQL;
 /// Room for the relay's claims in place (migration 3).
 pub(crate) const POSTGRES_HOT_SQL: &str = outbox::POSTGRES_HOT_SQL;
+/// Event ids no longer unique in the outbox (migration 4).
+pub(crate) const POSTGRES_EVENT_ID_NOT_UNIQUE_SQL: &str = outbox::POSTGRES_EVENT_ID_NOT_UNIQUE_SQL;
 /// The outbox table for SQLite.
 pub(crate) const SQLITE_SQL: &str = outbox::SQLITE_SQL;
+/// `event_id` not unique on SQLite either (migration 3).
+pub(crate) const SQLITE_EVENT_ID_NOT_UNIQUE_SQL: &str = outbox::SQLITE_EVENT_ID_NOT_UNIQUE_SQL;
 
 fn rows(events: &[AuditEvent]) -> Result<Vec<NewOutboxEvent>, StoreError> {
     events
