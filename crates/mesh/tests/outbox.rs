@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cpis_mesh::Shutdown;
-use cpis_mesh::db::{Database, DatabaseSettings, Migrations};
+use cpis_mesh::db::{Database, DatabaseSettings, EmbeddedMigration, Migrations};
 use cpis_mesh::outbox::{
     AUDIT, AuditSink, NewOutboxEvent, OutboxSink, OutboxWriter, PostgresOutbox, RelaySettings,
     Retry, SinkError,
@@ -202,7 +202,19 @@ async fn postgres_claims_update_rows_in_place() {
 /// and the sequence: a row written afterwards comes after every row ever written, including
 /// those already delivered and deleted (SQLite's rebuilt table must carry AUTOINCREMENT's
 /// counter over).
-async fn dropping_unique_event_ids_keeps_rows_order_and_sequence(url: String, old: Migrations) {
+async fn dropping_unique_event_ids_keeps_rows_order_and_sequence(url: String) {
+    let all = &outbox_support::MIGRATIONS;
+    let before = |list: &'static [EmbeddedMigration]| {
+        let dropping = list
+            .iter()
+            .position(|m| m.description == "outbox: event ids not unique")
+            .expect("the migration dropping the uniqueness");
+        &list[..dropping]
+    };
+    let old = Migrations {
+        postgres: before(all.postgres),
+        sqlite: before(all.sqlite),
+    };
     let db = Database::connect(&DatabaseSettings::new(&url))
         .await
         .unwrap();
@@ -250,24 +262,14 @@ async fn dropping_unique_event_ids_keeps_rows_order_and_sequence(url: String, ol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropping_unique_event_ids_keeps_rows_order_and_sequence() {
-    let all = &outbox_support::MIGRATIONS;
-    let old = Migrations {
-        postgres: &all.postgres[..3],
-        sqlite: &[],
-    };
-    dropping_unique_event_ids_keeps_rows_order_and_sequence(postgres_database().await, old).await;
+    dropping_unique_event_ids_keeps_rows_order_and_sequence(postgres_database().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_dropping_unique_event_ids_keeps_rows_order_and_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let all = &outbox_support::MIGRATIONS;
-    let old = Migrations {
-        postgres: &[],
-        sqlite: &all.sqlite[..2],
-    };
     let url = sqlite_database(dir.path(), "producer");
-    dropping_unique_event_ids_keeps_rows_order_and_sequence(url, old).await;
+    dropping_unique_event_ids_keeps_rows_order_and_sequence(url).await;
 }
 
 async fn rolled_back_writes_leave_nothing(fx: Fixture) {

@@ -145,22 +145,24 @@ pub async fn refuse_outbox_destination(db: &crate::db::Database, destination: &s
             .all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "a plain destination name"
     );
-    let sql = match db {
-        Database::Postgres(_) => format!(
+    let done = match db {
+        Database::Postgres(pool) => sqlx::raw_sql(&format!(
             "CREATE FUNCTION refuse_outbox_row() RETURNS trigger LANGUAGE plpgsql AS $$ \
              BEGIN RAISE EXCEPTION 'outbox row refused by the test'; END $$; \
              CREATE TRIGGER refuse_outbox_row BEFORE INSERT ON outbox FOR EACH ROW \
              WHEN (NEW.destination = '{destination}') EXECUTE FUNCTION refuse_outbox_row();"
-        ),
-        Database::Sqlite(_) => format!(
+        ))
+        .execute(pool)
+        .await
+        .map(|_| ()),
+        Database::Sqlite(pool) => sqlx::raw_sql(&format!(
             "CREATE TRIGGER refuse_outbox_row BEFORE INSERT ON outbox \
              WHEN NEW.destination = '{destination}' \
              BEGIN SELECT RAISE(ABORT, 'outbox row refused by the test'); END;"
-        ),
-    };
-    let done = match db {
-        Database::Postgres(pool) => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()),
-        Database::Sqlite(pool) => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()),
+        ))
+        .execute(pool)
+        .await
+        .map(|_| ()),
     };
     done.expect("install the refusing trigger");
 }
