@@ -562,23 +562,29 @@ async fn latencies_lists_every_check_of_the_open_loop_with_its_scheduled_time() 
 
     let written = std::fs::read_to_string(&file).unwrap();
     let mut lines = written.lines();
-    assert_eq!(lines.next(), Some("scheduled_unix_us\tlatency_us\tcode"));
-    let rows: Vec<(u128, u128, &str)> = lines
+    assert_eq!(
+        lines.next(),
+        Some("scheduled_unix_us\tlatency_us\tcode\tsent_after_us")
+    );
+    let rows: Vec<(u128, u128, &str, u128)> = lines
         .map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 3, "{line}");
+            assert_eq!(fields.len(), 4, "{line}");
             (
                 fields[0].parse().unwrap(),
                 fields[1].parse().unwrap(),
                 fields[2],
+                fields[3].parse().unwrap(),
             )
         })
         .collect();
     assert_eq!(rows.len(), 10, "{written}");
-    for (at, latency, code) in &rows {
+    for (at, latency, code, sent_after) in &rows {
         assert_eq!(*code, "OK");
         assert!(*latency > 0);
         assert!(before <= *at && at + latency <= after, "{written}");
+        // Sent after its time, and answered after it was sent.
+        assert!(sent_after < latency, "{written}");
     }
     // Due 50 ms apart, to the microsecond: the schedule, not when they happened to go.
     for pair in rows.windows(2) {

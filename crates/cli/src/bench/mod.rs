@@ -102,8 +102,8 @@ struct CheckArgs {
     baseline: bool,
     /// With --rate: write every check of the open-loop phase to FILE, one line each, in the
     /// order they were due: its scheduled send time (microseconds since the Unix epoch), its
-    /// latency (microseconds from that time) and its status (OK or a gRPC code's name),
-    /// tab-separated under a header line. Slow checks then line up with the services' and
+    /// latency (microseconds from that time), its status (OK or a gRPC code's name) and how
+    /// long after its time it was sent (microseconds), tab-separated under a header line. Slow checks then line up with the services' and
     /// the database's logs (see docs/performance.md).
     #[arg(long, value_name = "FILE")]
     latencies: Option<PathBuf>,

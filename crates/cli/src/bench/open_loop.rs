@@ -1,14 +1,14 @@
 //! The open-loop mode of `cpis bench check` (`--rate`): the `i`th check is due at
 //! `start + i / rate`, whatever the answers do, so a slow answer does not hold back the next
 //! check (no coordinated omission). Each latency runs from the check's *scheduled* send time:
-//! time spent waiting to be sent (the timer, or the cap on checks in flight) counts against
+//! time spent waiting to be sent (for a core, or for the cap on checks in flight) counts against
 //! it, as it would for a caller arriving at that moment.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use cpis_mesh::client::MeshChannel;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::report::Phase;
@@ -37,9 +37,9 @@ pub(super) fn parse_rate(text: &str) -> Result<Rate, String> {
     }
 }
 
-/// A check sent more than this after its scheduled time counts as late. The timer rounds
-/// a sleep up to its next millisecond tick and then has to be woken, so sends typically
-/// trail the schedule by a little over 1 ms without the generator falling behind.
+/// A check sent more than this after its scheduled time counts as late: the generator's
+/// thread waited that long for a core or the cap held it back (sends on time trail the
+/// schedule by tens of microseconds: see [`pace`]).
 pub(super) const LATE_AFTER: Duration = Duration::from_millis(2);
 
 /// When the `i`th check (from 0) is due, after the start, at `rate` checks per second.
@@ -125,21 +125,61 @@ pub(super) struct Sample {
     pub(super) latency: Duration,
     /// `OK`, or the failure's gRPC code name.
     pub(super) code: &'static str,
+    /// How long after its scheduled time it was sent: the load generator's own delay (its
+    /// thread waiting for a core, or the cap on checks in flight), part of the latency but
+    /// not the service's doing.
+    pub(super) sent_after: Duration,
 }
 
 impl Sample {
     /// The first line of a `--latencies` file.
-    pub(super) const HEADER: &'static str = "scheduled_unix_us\tlatency_us\tcode";
+    pub(super) const HEADER: &'static str = "scheduled_unix_us\tlatency_us\tcode\tsent_after_us";
 
     /// The sample as a line of a `--latencies` file (without the newline).
     pub(super) fn line(&self) -> String {
         format!(
-            "{}\t{}\t{}",
+            "{}\t{}\t{}\t{}",
             self.scheduled_unix_us,
             self.latency.as_micros(),
-            self.code
+            self.code,
+            self.sent_after.as_micros()
         )
     }
+}
+
+/// The schedule of a run started at `started`: the index of each call, as it falls due.
+///
+/// A thread of its own keeps the time, sleeping until each call is due: the runtime's timer
+/// rounds every sleep up to its next millisecond tick, which sent calls 1.1 ms after their
+/// time at the median (and counted that against the service, whose latency runs from the
+/// scheduled time); a thread's sleep ends within tens of microseconds of its time. The
+/// thread stops when the schedule ends or the receiver is dropped.
+fn pace(started: Instant, rate: f64, limits: Limits) -> mpsc::UnboundedReceiver<u64> {
+    let (tick, ticks) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut i = 0u64;
+        while let Some(at) = due(i, rate, limits) {
+            let wait = (started + at).saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            if tick.send(i).is_err() {
+                return;
+            }
+            i += 1;
+        }
+    });
+    ticks
+}
+
+/// The answer to the `n`th call of an open-loop phase.
+struct Answer {
+    n: u64,
+    outcome: Result<bool, tonic::Status>,
+    /// From its scheduled send time to the answer.
+    latency: Duration,
+    /// From its scheduled send time to its sending.
+    sent_after: Duration,
 }
 
 /// Sends checks of `target` at `rate` per second until `limits`, at most `max_in_flight`
@@ -167,27 +207,27 @@ pub(super) async fn load(
         .unwrap_or_default();
     let mut samples = Vec::new();
     // Counts the `n`th check's answer (and, with `record`, keeps its sample).
-    let mut settle = |n: u64, outcome: Result<bool, tonic::Status>, latency: Duration| {
+    let mut settle = |answer: Answer| {
         if record {
-            let at = wall_start + offset(n, rate);
+            let at = wall_start + offset(answer.n, rate);
             samples.push(Sample {
                 scheduled_unix_us: u64::try_from(at.as_micros()).unwrap_or(u64::MAX),
-                latency,
-                code: match &outcome {
+                latency: answer.latency,
+                code: match &answer.outcome {
                     Ok(_) => "OK",
                     Err(status) => cpis_mesh::metrics::code_name(status.code()),
                 },
+                sent_after: answer.sent_after,
             });
         }
-        tally.count(outcome, latency);
+        tally.count(answer.outcome, answer.latency);
     };
     // However far behind the service falls, the run ends with --duration: a check still
     // waiting for the cap then is counted as unsent, not sent minutes late.
     let end = limits.duration.map(|d| started + d);
-    let mut i = 0u64;
-    while let Some(at) = due(i, rate, limits) {
-        let scheduled = started + at;
-        tokio::time::sleep_until(scheduled.into()).await;
+    let mut ticks = pace(started, rate, limits);
+    while let Some(i) = ticks.recv().await {
+        let scheduled = started + offset(i, rate);
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -212,22 +252,30 @@ pub(super) async fn load(
         let channel = channels[index].clone();
         let target = target.clone();
         in_flight.spawn(async move {
+            // The task starts when the loop next waits: that is when the call goes.
+            let sent_after = scheduled.elapsed();
             let outcome = call(&channel, &target, i).await;
             let latency = scheduled.elapsed();
             drop(slot);
-            (i, outcome, latency)
+            Answer {
+                n: i,
+                outcome,
+                latency,
+                sent_after,
+            }
         });
         // Answers so far, so that finished tasks do not pile up over a long run.
         while let Some(done) = in_flight.try_join_next() {
-            if let Ok((n, outcome, latency)) = done {
-                settle(n, outcome, latency);
+            if let Ok(answer) = done {
+                settle(answer);
             }
         }
-        i += 1;
     }
+    // Stops the pacer, if the run ended before its schedule did.
+    drop(ticks);
     while let Some(done) = in_flight.join_next().await {
-        if let Ok((n, outcome, latency)) = done {
-            settle(n, outcome, latency);
+        if let Ok(answer) = done {
+            settle(answer);
         }
     }
     samples.sort_by_key(|s| s.scheduled_unix_us);
@@ -313,8 +361,9 @@ mod tests {
             scheduled_unix_us: 1_796_000_000_000_000,
             latency: Duration::from_micros(2_417),
             code: "UNAVAILABLE",
+            sent_after: Duration::from_micros(1_130),
         };
-        assert_eq!(sample.line(), "1796000000000000\t2417\tUNAVAILABLE");
+        assert_eq!(sample.line(), "1796000000000000\t2417\tUNAVAILABLE\t1130");
         assert_eq!(
             Sample::HEADER.split('\t').count(),
             sample.line().split('\t').count()
@@ -322,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn a_check_is_late_only_beyond_the_timers_tick() {
+    fn a_check_is_late_only_beyond_two_milliseconds() {
         let mut schedule = Schedule::default();
         schedule.sent(Duration::ZERO);
         schedule.sent(Duration::from_micros(1_200));
