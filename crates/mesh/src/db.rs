@@ -30,9 +30,12 @@ pub use warm::{Warm, WarmConnection};
 /// them; it never makes a committed change half-visible. Every other write waits for its flush,
 /// and on a busy server those flushes are what a request waits for: fewer of them queued
 /// means shorter waits for the ones that matter.
+///
+/// Its statements (the relay's claim above all) are planned by index, as in
+/// [`index_scan_pool`]: a claim planned while the outbox was young read every row of its
+/// destination, dead ones included, and sorted them, on every claim.
 pub fn relaxed_commit_pool(pool: &PgPool, max_connections: u32) -> PgPool {
-    let options = (*pool.connect_options())
-        .clone()
+    let options = planned_by_index((*pool.connect_options()).clone())
         .options([("synchronous_commit", "off")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -40,6 +43,34 @@ pub fn relaxed_commit_pool(pool: &PgPool, max_connections: u32) -> PgPool {
         .test_before_acquire(false)
         .idle_timeout(Some(Duration::from_secs(300)))
         .connect_lazy_with(options)
+}
+
+/// A second pool on the database of `pool`, as large, whose connections plan without
+/// sequential or bitmap scans (`enable_seqscan` and `enable_bitmapscan` off; connections
+/// opened on first use): for a hot statement each of whose reads has an index made for it.
+///
+/// A statement prepared on a connection keeps the generic plan it is given after its fifth
+/// execution for as long as the connection lives, costed on the tables as they were then.
+/// On a young database without statistics (a new deployment, or autovacuum off), a read of
+/// "a child's last 25 attendances" planned while the table was nearly empty became a bitmap
+/// scan of all the child's rows and a sort, and stayed so as the table grew: every check of
+/// a frequent attendee then read every attendance it had (docs/performance.md, change 22).
+/// With those scans priced out, the planner reads the index in its order and stops after
+/// the limit, whatever it believes about the table's size. Nothing is forbidden: a table
+/// with no usable index is still read whole.
+pub fn index_scan_pool(pool: &PgPool) -> PgPool {
+    let options = planned_by_index((*pool.connect_options()).clone());
+    PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections())
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .test_before_acquire(false)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options)
+}
+
+/// `options` with sequential and bitmap scans priced out of every plan.
+fn planned_by_index(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("enable_seqscan", "off"), ("enable_bitmapscan", "off")])
 }
 
 /// A database problem.

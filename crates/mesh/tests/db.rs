@@ -70,7 +70,8 @@ async fn an_unknown_scheme_is_refused() {
 }
 
 #[tokio::test]
-async fn the_relaxed_pool_commits_without_waiting_for_the_flush_and_the_main_pool_waits() {
+async fn the_relaxed_pool_commits_without_waiting_for_the_flush_and_plans_by_index_and_the_main_pool_does_neither()
+ {
     let url = postgres_database().await;
     let Database::Postgres(pool) = Database::connect(&DatabaseSettings::new(&url))
         .await
@@ -87,6 +88,21 @@ async fn the_relaxed_pool_commits_without_waiting_for_the_flush_and_the_main_poo
     };
     assert_eq!(setting(relaxed.clone()).await, "off");
     assert_ne!(setting(pool.clone()).await, "off");
+    // Planned by index, as the index-scan pool; the main pool as the server says.
+    for planned_by_index in [relaxed.clone(), cpis_mesh::db::index_scan_pool(&pool)] {
+        for scan in ["enable_seqscan", "enable_bitmapscan"] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {scan}"))
+                .fetch_one(&planned_by_index)
+                .await
+                .unwrap();
+            assert_eq!(value, "off", "{scan}");
+            let value: String = sqlx::query_scalar(&format!("SHOW {scan}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(value, "on", "{scan}");
+        }
+    }
     // The same database: what one writes, the other reads.
     sqlx::query("CREATE TABLE seen (n INT)")
         .execute(&relaxed)

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cpis_mesh::db::Warm;
+use cpis_mesh::db::{Warm, index_scan_pool};
 use cpis_mesh::outbox::{NewOutboxEvent, PostgresEvents, enqueue_postgres, postgres_enqueue_sql};
 use sqlx::FromRow as _;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
@@ -91,16 +91,22 @@ async fn check_statement(
 #[derive(Debug, Clone)]
 pub struct PgAttendanceStore {
     pool: PgPool,
-    /// Connections the checks without a request id keep between them: one round trip per
-    /// check instead of two (see [`Warm`]).
+    /// The checks' own connections, planning with indexes only ([`index_scan_pool`]): the
+    /// check's statement is prepared once per connection and its plan kept, so a plan made
+    /// while the tables were young must still read a child's last attendances by its index.
+    check_pool: PgPool,
+    /// Connections of `check_pool` the checks without a request id keep between them: one
+    /// round trip per check instead of two (see [`Warm`]).
     checks: Arc<Warm>,
 }
 
 impl PgAttendanceStore {
-    /// A store on `pool` (migrated).
+    /// A store on `pool` (migrated). The checks open up to as many connections again.
     pub fn new(pool: PgPool) -> Self {
+        let check_pool = index_scan_pool(&pool);
         Self {
-            checks: Arc::new(Warm::of(pool.clone())),
+            checks: Arc::new(Warm::of(check_pool.clone())),
+            check_pool,
             pool,
         }
     }
@@ -146,7 +152,7 @@ impl AttendanceStore for PgAttendanceStore {
                 Ok(recent)
             }
             Some(key) => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.check_pool.begin().await?;
                 let recent = check_statement(&mut tx, &recording).await?;
                 store_request!(tx, key, answer(&recent));
                 tx.commit().await?;
@@ -237,6 +243,84 @@ mod tests {
             retain_until_us: None,
         };
         check_statement(conn, &recording).await.unwrap();
+    }
+
+    /// The plan the check's statement keeps on a connection (it is prepared once per
+    /// connection, and the generic plan made after its fifth execution is kept), as
+    /// `EXPLAIN` shows it.
+    async fn kept_plan(conn: &mut PgConnection) -> String {
+        let (name, parameters): (String, i32) = sqlx::query_as(
+            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements \
+             WHERE statement LIKE 'WITH retained AS%'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let nulls = vec!["NULL"; usize::try_from(parameters).unwrap()].join(", ");
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({nulls})"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        lines.join("\n")
+    }
+
+    /// Checks a child on `conn` while the tables are nearly empty (the plan is made then),
+    /// then gives it 2,000 attendances from another connection (no plan is remade for
+    /// that): the plan `conn` keeps.
+    async fn plan_after_the_tables_grew(pool: &PgPool, conn: &mut PgConnection) -> String {
+        for i in 0..8 {
+            check(conn, "9990000018", 100_000 + i, true).await;
+        }
+        sqlx::query(
+            "INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
+                setting_type, setting_name, arrival_us, practitioner, flag_current, record_us) \
+             SELECT gen_random_uuid(), '9990000018', 'RJ1', NULL, 1, 'ED', 200000 + g, \
+                '\\x01'::bytea, true, 200000 + g \
+             FROM generate_series(1, 2000) AS g",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        kept_plan(conn).await
+    }
+
+    /// A check's plan made on young tables still reads the child's last attendances from
+    /// its index, newest first, and stops at the answer's 25: on the checks' connections
+    /// ([`index_scan_pool`]) it is an index scan, where an ordinary connection's plan
+    /// (kept too, and shown here so that this test shows what it guards against) is a bitmap
+    /// scan of all the child's rows and a sort of them, on every check, forever.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plan_made_on_young_tables_reads_the_childs_last_attendances_by_the_index() {
+        let url = cpis_mesh::testkit::postgres_database().await;
+        let db = Database::connect(&DatabaseSettings::new(&url))
+            .await
+            .unwrap();
+        db.migrate(&crate::MIGRATIONS).await.unwrap();
+        let Database::Postgres(pool) = &db else {
+            unreachable!("a postgres:// URL")
+        };
+
+        let checks = index_scan_pool(pool);
+        let plan = plan_after_the_tables_grew(pool, &mut checks.acquire().await.unwrap()).await;
+        assert!(
+            plan.contains("Index Scan using attendances_child_arrival on attendances"),
+            "{plan}"
+        );
+        // In the index's order (the tie on arrival sorted within it): read until the 25th.
+        assert!(
+            plan.contains("Presorted Key: attendances.arrival_us"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Bitmap Heap Scan on attendances"), "{plan}");
+        assert!(!plan.contains("Seq Scan on attendances"), "{plan}");
+
+        sqlx::query("DELETE FROM attendances")
+            .execute(pool)
+            .await
+            .unwrap();
+        let mut ordinary = PgConnection::connect(&url).await.unwrap();
+        let plan = plan_after_the_tables_grew(pool, &mut ordinary).await;
+        assert!(plan.contains("Bitmap Heap Scan on attendances"), "{plan}");
     }
 
     /// Postgres plans the check's statement for a connection once (a generic plan after
