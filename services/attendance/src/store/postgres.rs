@@ -245,6 +245,19 @@ mod tests {
         check_statement(conn, &recording).await.unwrap();
     }
 
+    /// A new database with attendance's tables: its URL and a pool on it.
+    async fn migrated() -> (String, PgPool) {
+        let url = cpis_mesh::testkit::postgres_database().await;
+        let db = Database::connect(&DatabaseSettings::new(&url))
+            .await
+            .unwrap();
+        db.migrate(&crate::MIGRATIONS).await.unwrap();
+        let Database::Postgres(pool) = db else {
+            unreachable!("a postgres:// URL")
+        };
+        (url, pool)
+    }
+
     /// The plan the check's statement keeps on a connection (it is prepared once per
     /// connection, and the generic plan made after its fifth execution is kept), as
     /// `EXPLAIN` shows it.
@@ -288,17 +301,12 @@ mod tests {
     /// its index, newest first, and stops at the answer's 25: on the checks' connections
     /// ([`index_scan_pool`]) it is an index scan, where an ordinary connection's plan
     /// (kept too, and shown here so that this test shows what it guards against) is a bitmap
-    /// scan of all the child's rows and a sort of them, on every check, forever.
+    /// scan of all the child's rows and a sort of them, at every check for as long as the
+    /// connection lives.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_plan_made_on_young_tables_reads_the_childs_last_attendances_by_the_index() {
-        let url = cpis_mesh::testkit::postgres_database().await;
-        let db = Database::connect(&DatabaseSettings::new(&url))
-            .await
-            .unwrap();
-        db.migrate(&crate::MIGRATIONS).await.unwrap();
-        let Database::Postgres(pool) = &db else {
-            unreachable!("a postgres:// URL")
-        };
+        let (url, pool) = migrated().await;
+        let pool = &pool;
 
         let checks = index_scan_pool(pool);
         let plan = plan_after_the_tables_grew(pool, &mut checks.acquire().await.unwrap()).await;
@@ -330,11 +338,7 @@ mod tests {
     /// nothing else in the statement keeps it from having one plan.)
     #[tokio::test(flavor = "multi_thread")]
     async fn a_connection_keeps_one_plan_of_the_check() {
-        let url = cpis_mesh::testkit::postgres_database().await;
-        let db = Database::connect(&DatabaseSettings::new(&url))
-            .await
-            .unwrap();
-        db.migrate(&crate::MIGRATIONS).await.unwrap();
+        let (url, _pool) = migrated().await;
         let mut conn = PgConnection::connect(&url).await.unwrap();
         // A frequent attendee (more than the answer shows), then other children.
         for i in 0..40 {
