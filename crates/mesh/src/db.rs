@@ -37,12 +37,7 @@ pub use warm::{Warm, WarmConnection};
 pub fn relaxed_commit_pool(pool: &PgPool, max_connections: u32) -> PgPool {
     let options = planned_by_index((*pool.connect_options()).clone())
         .options([("synchronous_commit", "off")]);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .test_before_acquire(false)
-        .idle_timeout(Some(Duration::from_secs(300)))
-        .connect_lazy_with(options)
+    sibling_pool(pool, max_connections, options)
 }
 
 /// A second pool on the database of `pool`, as large, whose connections plan without
@@ -60,8 +55,14 @@ pub fn relaxed_commit_pool(pool: &PgPool, max_connections: u32) -> PgPool {
 /// with no usable index is still read whole.
 pub fn index_scan_pool(pool: &PgPool) -> PgPool {
     let options = planned_by_index((*pool.connect_options()).clone());
+    sibling_pool(pool, pool.options().get_max_connections(), options)
+}
+
+/// A pool of `max_connections` with `options`, beside `pool`: its acquire timeout, no ping
+/// before use, idle connections recycled after five minutes, opened on first use.
+fn sibling_pool(pool: &PgPool, max_connections: u32, options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
-        .max_connections(pool.options().get_max_connections())
+        .max_connections(max_connections)
         .acquire_timeout(pool.options().get_acquire_timeout())
         .test_before_acquire(false)
         .idle_timeout(Some(Duration::from_secs(300)))

@@ -147,23 +147,25 @@ impl Sample {
     }
 }
 
-/// The schedule of a run started at `started`: the index of each call, as it falls due.
+/// The schedule of a run started at `started`: the index of each call and the time it was
+/// due, as it falls due.
 ///
 /// A thread of its own keeps the time, sleeping until each call is due: the runtime's timer
 /// rounds every sleep up to its next millisecond tick, which sent calls 1.1 ms after their
 /// time at the median (and counted that against the service, whose latency runs from the
 /// scheduled time); a thread's sleep ends within tens of microseconds of its time. The
 /// thread stops when the schedule ends or the receiver is dropped.
-fn pace(started: Instant, rate: f64, limits: Limits) -> mpsc::UnboundedReceiver<u64> {
+fn pace(started: Instant, rate: f64, limits: Limits) -> mpsc::UnboundedReceiver<(u64, Instant)> {
     let (tick, ticks) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         let mut i = 0u64;
         while let Some(at) = due(i, rate, limits) {
-            let wait = (started + at).saturating_duration_since(Instant::now());
+            let scheduled = started + at;
+            let wait = scheduled.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
-            if tick.send(i).is_err() {
+            if tick.send((i, scheduled)).is_err() {
                 return;
             }
             i += 1;
@@ -226,8 +228,7 @@ pub(super) async fn load(
     // waiting for the cap then is counted as unsent, not sent minutes late.
     let end = limits.duration.map(|d| started + d);
     let mut ticks = pace(started, rate, limits);
-    while let Some(i) = ticks.recv().await {
-        let scheduled = started + offset(i, rate);
+    while let Some((i, scheduled)) = ticks.recv().await {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
