@@ -9,7 +9,9 @@
 #   CPIS_DATA_DIR=.cpis-pg scripts/bench-check.sh [duration-seconds] [clients] [runs]
 #
 # Environment: CPIS (the cpis binary, default target/release/cpis), PGHOST, PGPORT, PGUSER
-# (default 127.0.0.1, 5432, postgres), BENCH_DB (default cpis_pgbench, created once).
+# (default 127.0.0.1, 5432, postgres), BENCH_DB (default cpis_pgbench, created once),
+# BENCH_USER (default ed.clinician, the demo's ED clinician: signed in again before every
+# run, since a session lasts less than a long series; empty to use the saved session as is).
 set -euo pipefail
 
 DURATION="${1:-15}"
@@ -18,6 +20,7 @@ RUNS="${3:-1}"
 CPIS="${CPIS:-target/release/cpis}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 DB="${BENCH_DB:-cpis_pgbench}"
+BENCH_USER="${BENCH_USER-ed.clinician}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -39,12 +42,22 @@ server() {
 segments="$(psql -Atc "SELECT count(*) FROM pg_ls_waldir()" "$DB" 2>/dev/null || echo '?')"
 echo "Postgres: $(psql -Atc 'SHOW server_version' "$DB"), $segments WAL segments on disk"
 
+failed=0
 for run in $(seq 1 "$RUNS"); do
   [ "$RUNS" -gt 1 ] && echo && echo "run $run of $RUNS"
+  if [ -n "$BENCH_USER" ] && ! "$CPIS" login "$BENCH_USER" >"$WORK/login.txt" 2>&1; then
+    echo "run $run not made: signing in as $BENCH_USER failed: $(cat "$WORK/login.txt")"
+    failed=$((failed + 1))
+    continue
+  fi
   start="$(server)"
   before="$(tps)"
-  "$CPIS" --json bench check --rate half-peak --concurrency "$CLIENTS" \
-    --duration "${DURATION}s" --baseline >"$WORK/check.json"
+  if ! "$CPIS" --json bench check --rate half-peak --concurrency "$CLIENTS" \
+    --duration "${DURATION}s" --baseline >"$WORK/check.json"; then
+    echo "run $run not counted: cpis bench check failed (above)"
+    failed=$((failed + 1))
+    continue
+  fi
   after="$(tps)"
   rate="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["open_loop"]["offered_rate"]))' "$WORK/check.json")"
   rm -f "$WORK"/pgbench_log.*
@@ -79,10 +92,15 @@ PY
 done
 
 if [ "$RUNS" -gt 1 ]; then
-  python3 - "$WORK/runs.tsv" <<'PY'
+  touch "$WORK/runs.tsv"
+  python3 - "$WORK/runs.tsv" "$RUNS" <<'PY'
 import sys
 runs = [list(map(float, l.split("\t"))) for l in open(sys.argv[1])]
 n = len(runs)
+if n < int(sys.argv[2]):
+    print(f"\n{int(sys.argv[2]) - n} of {sys.argv[2]} runs failed and are not counted")
+if not n:
+    sys.exit(1)
 ratios = sorted(r[0] for r in runs)
 p99s = sorted(r[1] for r in runs)
 print()
@@ -94,3 +112,5 @@ print(f"  a durable commit's own p99 at that rate (pgbench -N -R) "
       f"{', '.join(f'{r[2]:.2f}' for r in sorted(runs, key=lambda r: r[1]))} ms, in the same order")
 PY
 fi
+# A failed run fails the script, after the summary of the others.
+[ "$failed" -eq 0 ]
