@@ -37,6 +37,12 @@ tps() { # pgbench -N with $CLIENTS clients for $DURATION s: its tps
 server() {
   psql -Atc "SELECT checkpoints_timed + checkpoints_req, pg_current_wal_lsn() - '0/0' FROM pg_stat_bgwriter" "$DB"
 }
+# The machine's busy CPU time so far, in clock ticks (user, nice, system, irq, softirq; not
+# idle, I/O wait or what the host stole): around the last phase, the CPU a bare durable
+# commit costs. That work does not change, so it tells how fast the cores are this minute.
+busy() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat
+}
 # WAL segments on disk (needs superuser or pg_monitor; '?' without): a freshly started
 # server with few creates new ones as it goes, each filled with zeros under the WAL lock.
 segments="$(psql -Atc "SELECT count(*) FROM pg_ls_waldir()" "$DB" 2>/dev/null || echo '?')"
@@ -61,10 +67,13 @@ for run in $(seq 1 "$RUNS"); do
   after="$(tps)"
   rate="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["open_loop"]["offered_rate"]))' "$WORK/check.json")"
   rm -f "$WORK"/pgbench_log.*
+  ticks="$(busy)"
   (cd "$WORK" && pgbench -N -c "$CLIENTS" -j 2 -R "$rate" -T "$DURATION" -l "$DB" >/dev/null 2>&1)
+  ticks="$(($(busy) - ticks))"
   end="$(server)"
 
-  python3 - "$WORK" "$before" "$after" "$rate" "$DURATION" "$start" "$end" <<'PY'
+  python3 - "$WORK" "$before" "$after" "$rate" "$DURATION" "$start" "$end" "$ticks" \
+    "$(getconf CLK_TCK)" <<'PY'
 import glob, json, sys
 work, before, after, rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 (c0, w0), (c1, w1) = (map(int, s.split("|")) for s in sys.argv[6:8])
@@ -82,12 +91,14 @@ line(f"checks, open loop at half the peak", o["achieved_rate"], o["latency_ms"])
 line("health RPC, open loop at the same rate", o["baseline"]["achieved_rate"], o["baseline"]["latency_ms"])
 commit = {"p50": pct(lat, .5), "p95": pct(lat, .95), "p99": pct(lat, .99), "max": lat[-1] if lat else float("nan")}
 line(f"pgbench -N -R {rate} (a durable commit alone)", len(lat) / float(sys.argv[5]), commit)
+commit_cpu = int(sys.argv[8]) / int(sys.argv[9]) * 1e6 / len(lat) if lat else float("nan")
+print(f"{'the machine busy per bare commit (core speed)':<44} {commit_cpu:9.0f} µs")
 ratio = c["requests_per_second"] / pg
 print(f"peak checks / pgbench -N: {ratio:.3f} (target 0.5); "
       f"errors {c['errors'] + o['errors']}; late sends {o['late']}; "
       f"checkpoints begun during the run {c1 - c0}; WAL {(w1 - w0) / 2**20:.0f} MB")
 with open(f"{work}/runs.tsv", "a") as runs:
-    print(ratio, o["latency_ms"]["p99"], commit["p99"], c1 - c0, sep="\t", file=runs)
+    print(ratio, o["latency_ms"]["p99"], commit["p99"], c1 - c0, commit_cpu, sep="\t", file=runs)
 PY
 done
 
@@ -110,6 +121,8 @@ print(f"  p99 at half the peak {', '.join(f'{x:.2f}' for x in p99s)} ms: "
       f"at most 10 ms in {sum(x <= 10 for x in p99s)} of {n}")
 print(f"  a durable commit's own p99 at that rate (pgbench -N -R) "
       f"{', '.join(f'{r[2]:.2f}' for r in sorted(runs, key=lambda r: r[1]))} ms, in the same order")
+print(f"  the machine busy per bare commit (core speed) "
+      f"{', '.join(f'{r[4]:.0f}' for r in sorted(runs, key=lambda r: r[1]))} µs, in the same order")
 PY
 fi
 # A failed run fails the script, after the summary of the others.
