@@ -119,10 +119,11 @@ print(f"{n} runs: peak checks / pgbench -N {', '.join(f'{x:.3f}' for x in ratios
       f"at least 0.5 in {sum(x >= 0.5 for x in ratios)} of {n}")
 print(f"  p99 at half the peak {', '.join(f'{x:.2f}' for x in p99s)} ms: "
       f"at most 10 ms in {sum(x <= 10 for x in p99s)} of {n}")
+by_p99 = sorted(runs, key=lambda r: r[1])
 print(f"  a durable commit's own p99 at that rate (pgbench -N -R) "
-      f"{', '.join(f'{r[2]:.2f}' for r in sorted(runs, key=lambda r: r[1]))} ms, in the same order")
+      f"{', '.join(f'{r[2]:.2f}' for r in by_p99)} ms, in the same order")
 print(f"  the machine busy per bare commit (core speed) "
-      f"{', '.join(f'{r[4]:.0f}' for r in sorted(runs, key=lambda r: r[1]))} µs, in the same order")
+      f"{', '.join(f'{r[4]:.0f}' for r in by_p99)} µs, in the same order")
 PY
 fi
 # A failed run fails the script, after the summary of the others.

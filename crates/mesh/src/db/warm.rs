@@ -97,6 +97,11 @@ impl Warm {
         })
     }
 
+    /// The pool the connections come from, for statements that need none kept.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// How many connections are kept now (not in use).
     pub fn kept(&self) -> usize {
         self.lock().len()

@@ -91,22 +91,19 @@ async fn check_statement(
 #[derive(Debug, Clone)]
 pub struct PgAttendanceStore {
     pool: PgPool,
-    /// The checks' own connections, planning with indexes only ([`index_scan_pool`]): the
-    /// check's statement is prepared once per connection and its plan kept, so a plan made
-    /// while the tables were young must still read a child's last attendances by its index.
-    check_pool: PgPool,
-    /// Connections of `check_pool` the checks without a request id keep between them: one
-    /// round trip per check instead of two (see [`Warm`]).
+    /// The checks' own pool, whose connections plan with indexes only ([`index_scan_pool`]):
+    /// the check's statement is prepared once per connection and its plan kept, so a plan
+    /// made while the tables were young must still read a child's last attendances by its
+    /// index. The checks without a request id keep its connections between them: one round
+    /// trip per check instead of two (see [`Warm`]).
     checks: Arc<Warm>,
 }
 
 impl PgAttendanceStore {
     /// A store on `pool` (migrated). The checks open up to as many connections again.
     pub fn new(pool: PgPool) -> Self {
-        let check_pool = index_scan_pool(&pool);
         Self {
-            checks: Arc::new(Warm::of(check_pool.clone())),
-            check_pool,
+            checks: Arc::new(Warm::of(index_scan_pool(&pool))),
             pool,
         }
     }
@@ -152,7 +149,7 @@ impl AttendanceStore for PgAttendanceStore {
                 Ok(recent)
             }
             Some(key) => {
-                let mut tx = self.check_pool.begin().await?;
+                let mut tx = self.checks.pool().begin().await?;
                 let recent = check_statement(&mut tx, &recording).await?;
                 store_request!(tx, key, answer(&recent));
                 tx.commit().await?;
