@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::coalesce::Coalesced;
 use crate::identity::PeerIdentity;
 use crate::metrics::Metrics;
 use crate::tls::MeshTls;
@@ -28,10 +29,11 @@ pub struct PeerInfo {
     pub identity: PeerIdentity,
 }
 
-/// An accepted, authenticated mTLS connection.
+/// An accepted, authenticated mTLS connection. Its writes are held until HTTP/2 flushes
+/// ([`Coalesced`]): an answer and its trailers leave as one TLS record.
 #[derive(Debug)]
 pub struct TlsConnection {
-    stream: TlsStream<TcpStream>,
+    stream: Coalesced<TlsStream<TcpStream>>,
     peer: PeerInfo,
 }
 
@@ -68,14 +70,6 @@ impl AsyncWrite for TlsConnection {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -143,7 +137,7 @@ pub fn accept_tls(
                     return;
                 };
                 let connection = TlsConnection {
-                    stream,
+                    stream: Coalesced::new(stream),
                     peer: PeerInfo {
                         remote_addr: Some(remote_addr),
                         identity,

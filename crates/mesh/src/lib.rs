@@ -20,6 +20,7 @@
 
 pub mod authz;
 pub mod client;
+mod coalesce;
 pub mod config;
 pub mod db;
 pub mod deadline;

@@ -18,6 +18,7 @@ use tower_service::Service;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::coalesce;
 use crate::metrics::{Metrics, RpcMetrics};
 use crate::propagation;
 
@@ -165,6 +166,8 @@ where
             start: Instant::now(),
             done: false,
         };
+        // A server's answers go in pieces (see `ObservedBody`); a client's are read as they come.
+        let in_pieces = self.side == Side::Server;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
@@ -181,6 +184,8 @@ where
                         let body = ObservedBody {
                             inner: body,
                             completion: Some(completion),
+                            in_pieces,
+                            rest: None,
                         };
                         Ok(Response::from_parts(parts, Body::new(body)))
                     }
@@ -254,11 +259,16 @@ fn is_error(side: Side, code: tonic::Code) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that completes its call's span and metrics at the trailers.
+    /// A response body that completes its call's span and metrics at the trailers. A
+    /// server's answer of a few KiB is sent in pieces under 1 KiB, so that it leaves with
+    /// its trailers in one write (see [`coalesce`]).
     struct ObservedBody {
         #[pin]
         inner: Body,
         completion: Option<Completion>,
+        in_pieces: bool,
+        // What is left of a message being sent in pieces.
+        rest: Option<bytes_type::Bytes>,
     }
 }
 
@@ -271,6 +281,13 @@ impl HttpBody for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if let Some(rest) = this.rest {
+            let piece = coalesce::next_piece(rest);
+            if rest.is_empty() {
+                *this.rest = None;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
@@ -294,18 +311,163 @@ impl HttpBody for ObservedBody {
                 }
             }
         }
-        Poll::Ready(frame)
+        match frame {
+            Some(Ok(frame))
+                if *this.in_pieces
+                    && frame
+                        .data_ref()
+                        .is_some_and(|data| coalesce::in_pieces(data.len())) =>
+            {
+                let Ok(mut data) = frame.into_data() else {
+                    unreachable!("a data frame")
+                };
+                let piece = coalesce::next_piece(&mut data);
+                *this.rest = Some(data);
+                Poll::Ready(Some(Ok(Frame::data(piece))))
+            }
+            frame => Poll::Ready(frame),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let held = self.rest.as_ref().map_or(0, |rest| rest.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
     }
 }
 
 mod bytes_type {
     pub(super) use tonic::codegen::Bytes;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use super::bytes_type::Bytes;
+    use super::*;
+
+    /// A body of given frames, ready at once.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A service answering every call with a message of `len` bytes and OK trailers.
+    #[derive(Clone)]
+    struct Answers {
+        len: usize,
+    }
+
+    impl Answers {
+        fn message(&self) -> Vec<u8> {
+            (0..self.len).map(|i| (i % 251) as u8).collect()
+        }
+    }
+
+    impl Service<Request<()>> for Answers {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = VecDeque::from([
+                Frame::data(Bytes::from(self.message())),
+                Frame::trailers(trailers),
+            ]);
+            std::future::ready(Ok(Response::new(Body::new(Frames(frames)))))
+        }
+    }
+
+    /// The frames of an answer of `len` bytes and its trailers as `layer` passes them on:
+    /// each data frame's length, then `None` for the trailers.
+    async fn frames_through<L>(layer: L, len: usize) -> Vec<Option<usize>>
+    where
+        L: Layer<Answers>,
+        L::Service: Service<Request<()>, Response = Response<Body>, Error = Infallible>,
+    {
+        let answers = Answers { len };
+        let request = Request::builder()
+            .uri("/cpis.test.v1.TestService/Get")
+            .body(())
+            .unwrap();
+        let mut body = layer
+            .layer(answers.clone())
+            .call(request)
+            .await
+            .unwrap()
+            .into_body();
+        let mut seen = Vec::new();
+        let mut data = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            match frame.unwrap().into_data() {
+                Ok(chunk) => {
+                    seen.push(Some(chunk.len()));
+                    data.extend_from_slice(&chunk);
+                }
+                Err(frame) => {
+                    assert!(frame.is_trailers());
+                    seen.push(None);
+                }
+            }
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(data, answers.message(), "every byte, in order");
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_servers_answer_of_a_few_kib_goes_in_pieces_h2_copies_into_one_write() {
+        let server = || ServerObserveLayer::new(Metrics::new());
+        assert_eq!(
+            frames_through(server(), 2500).await,
+            [Some(1023), Some(1023), Some(454), None]
+        );
+        assert_eq!(
+            frames_through(server(), 900).await,
+            [Some(900), None],
+            "already small enough"
+        );
+        assert_eq!(
+            frames_through(server(), 5000).await,
+            [Some(5000), None],
+            "large answers go whole"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clients_answer_is_read_as_it_came() {
+        let client = ClientObserveLayer::new(Metrics::new());
+        assert_eq!(frames_through(client, 2500).await, [Some(2500), None]);
+    }
 }
