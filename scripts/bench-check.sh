@@ -29,7 +29,17 @@ if ! psql -Atc "SELECT 1 FROM pg_database WHERE datname = '$DB'" postgres | grep
   pgbench -i -s 10 -q "$DB" >/dev/null 2>&1
 fi
 
+# Every phase starts with the page cache's dirty pages written out. Postgres's backends leave
+# the pages they evict in the kernel's cache, which writes them back in bursts every five
+# seconds once they are 30 s old; each burst delays every WAL flush on the disk. Without
+# this, the writeback of `pgbench -N`'s phase (160 MB of pgbench_accounts, updated at
+# random) fell in the checks' open-loop phase 30 s later and set its p99 (11-113 ms against
+# 8-16 with it, docs/performance.md "7 December, morning").
+settle() {
+  sync
+}
 tps() { # pgbench -N with $CLIENTS clients for $DURATION s: its tps
+  settle
   pgbench -N -c "$CLIENTS" -j 2 -T "$DURATION" "$DB" 2>/dev/null | awk '/^tps/ {print $3}'
 }
 # Checkpoints begun so far, and the WAL position: a checkpoint during a run (every few
@@ -58,6 +68,7 @@ for run in $(seq 1 "$RUNS"); do
   fi
   start="$(server)"
   before="$(tps)"
+  settle
   if ! "$CPIS" --json bench check --rate half-peak --concurrency "$CLIENTS" \
     --duration "${DURATION}s" --baseline >"$WORK/check.json"; then
     echo "run $run not counted: cpis bench check failed (above)"
@@ -67,6 +78,7 @@ for run in $(seq 1 "$RUNS"); do
   after="$(tps)"
   rate="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["open_loop"]["offered_rate"]))' "$WORK/check.json")"
   rm -f "$WORK"/pgbench_log.*
+  settle
   ticks="$(busy)"
   (cd "$WORK" && pgbench -N -c "$CLIENTS" -j 2 -R "$rate" -T "$DURATION" -l "$DB" >/dev/null 2>&1)
   ticks="$(($(busy) - ticks))"
