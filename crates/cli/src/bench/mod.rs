@@ -281,13 +281,25 @@ async fn phase(
             } => open_loop::load(channels, rate, max_in_flight, limits, target, record).await,
         }
     };
+    settle().await;
     let check = paced(Target::Check(Arc::clone(calls)), record).await;
     let baseline = if baseline {
+        settle().await;
         Some(paced(Target::Health, false).await)
     } else {
         None
     };
     (check, baseline)
+}
+
+/// Writes the page cache's dirty pages out (`sync`) before a phase, so that no phase is
+/// charged for the writeback of the one before: the kernel writes dirty pages back in bursts
+/// once they are 30 s old, and each burst holds up every WAL flush of a database on the same
+/// disk. The closed loop's writes came back that way in the open loop that follows it 30 s
+/// later (docs/performance.md, "7 December, morning"). With the services on another machine
+/// this only writes out the generator's own.
+async fn settle() {
+    let _ = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
 }
 
 /// Writes `--latencies`: a header, then one line per check.
