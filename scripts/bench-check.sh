@@ -68,7 +68,7 @@ for run in $(seq 1 "$RUNS"); do
   fi
   start="$(server)"
   before="$(tps)"
-  settle
+  # `cpis bench check` settles before each of its phases itself.
   if ! "$CPIS" --json bench check --rate half-peak --concurrency "$CLIENTS" \
     --duration "${DURATION}s" --baseline >"$WORK/check.json"; then
     echo "run $run not counted: cpis bench check failed (above)"

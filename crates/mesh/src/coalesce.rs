@@ -25,15 +25,15 @@ use tonic::codegen::Bytes;
 /// The most a connection holds before it hands it on without waiting for a flush; a write
 /// at least this large goes straight through. h2 writes at most its own 16 KiB buffer and
 /// one DATA frame (at most 16 KiB by default) between flushes.
-pub(crate) const PENDING_LIMIT: usize = 32 * 1024;
+const PENDING_LIMIT: usize = 32 * 1024;
 
 /// The largest DATA frame h2 copies into its own buffer when writes are not vectored (it
 /// copies those under 1 KiB, and writes larger ones from their payload).
-pub(crate) const PIECE: usize = 1023;
+const PIECE: usize = 1023;
 
 /// Answers up to this size are sent in pieces of [`PIECE`] bytes; larger ones whole, since
 /// more frames would cost more than the write they save.
-pub(crate) const IN_PIECES_UP_TO: usize = 4 * 1024;
+const IN_PIECES_UP_TO: usize = 4 * 1024;
 
 /// Whether a message of `len` bytes is sent in pieces.
 pub(crate) fn in_pieces(len: usize) -> bool {
