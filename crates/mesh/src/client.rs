@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 use tower::util::ServiceFn;
 
+use crate::coalesce::Coalesced;
 use crate::deadline::{ClientDeadlineLayer, EnforceDeadline};
 use crate::metrics::Metrics;
 use crate::observe::{ClientObserveLayer, Observe};
@@ -105,7 +106,7 @@ type ConnectFuture = std::pin::Pin<
     Box<
         dyn Future<
                 Output = Result<
-                    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+                    TokioIo<Coalesced<tokio_rustls::client::TlsStream<TcpStream>>>,
                     std::io::Error,
                 >,
             > + Send,
@@ -130,7 +131,8 @@ fn connector(
             let stream = TlsConnector::from(tls.client_config())
                 .connect(server_name, tcp)
                 .await?;
-            Ok(TokioIo::new(stream))
+            // A request's headers and body leave in one write (see `coalesce`).
+            Ok(TokioIo::new(Coalesced::client(stream)))
         })
     })
 }
