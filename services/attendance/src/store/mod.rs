@@ -6,6 +6,7 @@ use std::future::Future;
 use cpis_mesh::outbox::{NewOutboxEvent, OutboxError};
 use uuid::Uuid;
 
+mod batch;
 pub mod postgres;
 pub mod sqlite;
 

@@ -7,6 +7,7 @@ use cpis_mesh::outbox::{NewOutboxEvent, PostgresEvents, enqueue_postgres, postgr
 use sqlx::FromRow as _;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
+use super::batch::{Batcher, Check};
 use super::{
     AttendanceQuery, AttendanceStore, AttendanceSummary, FORGET_CHILDREN, NewAttendance,
     PURGE_REQUESTS, RECENT, RECENT_ATTENDANCES, REPLAY, RETAIN_CHILD, RecentRow, Recording,
@@ -61,7 +62,7 @@ fn check_sql() -> String {
 /// [`check_sql`], built once.
 static CHECK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(check_sql);
 
-async fn check_statement(
+pub(super) async fn check_statement(
     conn: &mut PgConnection,
     r: &Recording<'_>,
 ) -> Result<Vec<AttendanceSummary>, StoreError> {
@@ -97,13 +98,18 @@ pub struct PgAttendanceStore {
     /// index. The checks without a request id keep its connections between them: one round
     /// trip per check instead of two (see [`Warm`]).
     checks: Arc<Warm>,
+    /// The checks without a request id, recorded several to a statement while others are
+    /// in flight ([`Batcher`]).
+    batcher: Arc<Batcher>,
 }
 
 impl PgAttendanceStore {
     /// A store on `pool` (migrated). The checks open up to as many connections again.
     pub fn new(pool: PgPool) -> Self {
+        let checks = Arc::new(Warm::of(index_scan_pool(&pool)));
         Self {
-            checks: Arc::new(Warm::of(index_scan_pool(&pool))),
+            batcher: Arc::new(Batcher::new(Arc::clone(&checks))),
+            checks,
             pool,
         }
     }
@@ -143,10 +149,14 @@ impl AttendanceStore for PgAttendanceStore {
             // A connection whose statement failed, or whose check was cancelled part-way,
             // is not kept: it goes back to the pool, which makes it ready again or closes it.
             None => {
-                let mut conn = self.checks.acquire().await?;
-                let recent = check_statement(&mut conn, &recording).await?;
-                conn.done();
-                Ok(recent)
+                self.batcher
+                    .check(Check {
+                        nhs_number: recording.nhs_number.to_owned(),
+                        retain_until_us: recording.retain_until_us,
+                        attendance: recording.attendance.cloned(),
+                        events: recording.events.to_vec(),
+                    })
+                    .await
             }
             Some(key) => {
                 let mut tx = self.checks.pool().begin().await?;
@@ -362,5 +372,155 @@ mod tests {
             (45, 5),
             "five custom plans, then the generic one every time"
         );
+    }
+
+    /// A kept check of `nhs_number` at `arrival_us`: its attendance and its audit event.
+    fn kept(nhs_number: &str, arrival_us: i64) -> (NewAttendance, Vec<NewOutboxEvent>) {
+        let attendance = NewAttendance {
+            attendance_id: Uuid::now_v7(),
+            nhs_number: nhs_number.to_owned(),
+            organisation: "RJ1".to_owned(),
+            site: Some("A&E".to_owned()),
+            setting_type: 1,
+            setting_name: format!("ED {arrival_us}"),
+            arrival_us,
+            practitioner: vec![7; 40],
+            flag_current: true,
+            record_us: arrival_us,
+            authorities: vec!["E09000007".to_owned(), "E09000008".to_owned()],
+            retain_until_us: None,
+        };
+        let events = vec![NewOutboxEvent::new(
+            "audit",
+            arrival_us.to_be_bytes().to_vec(),
+        )];
+        (attendance, events)
+    }
+
+    async fn record(
+        store: &PgAttendanceStore,
+        (attendance, events): &(NewAttendance, Vec<NewOutboxEvent>),
+    ) -> Result<Vec<AttendanceSummary>, StoreError> {
+        store
+            .check(
+                Recording {
+                    attendance: Some(attendance),
+                    events,
+                    nhs_number: &attendance.nhs_number,
+                    request: None,
+                    retain_until_us: attendance.retain_until_us,
+                },
+                |_| Vec::new(),
+            )
+            .await
+    }
+
+    async fn count(pool: &PgPool, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn checks_arriving_together_share_statements_and_each_gets_its_own_answer() {
+        let (_url, pool) = migrated().await;
+        let store = PgAttendanceStore::new(pool.clone());
+        // Eight children, three checks each, all at once.
+        let checks: Vec<_> = (0..24_i64)
+            .map(|i| kept(&format!("99900000{:02}", i % 8), 1_000 + i))
+            .collect();
+        let answers =
+            futures_util::future::join_all(checks.iter().map(|c| record(&store, c))).await;
+
+        let statements = store.batcher.statements();
+        assert!(statements <= 12, "24 checks in {statements} statements");
+        for (check, answer) in checks.iter().zip(answers) {
+            let answer = answer.expect("recorded");
+            let own = check.0.arrival_us;
+            assert!(
+                answer.iter().any(|a| a.arrival_us == own),
+                "the check's own attendance in its answer: {own} in {answer:?}"
+            );
+            assert!(
+                answer
+                    .windows(2)
+                    .all(|w| w[0].arrival_us >= w[1].arrival_us),
+                "newest first"
+            );
+            assert!(
+                answer.iter().all(|a| a.arrival_us % 8 == own % 8),
+                "only the child's own attendances"
+            );
+            assert!(answer.len() <= 3);
+        }
+        assert_eq!(count(&pool, "SELECT count(*) FROM attendances").await, 24);
+        assert_eq!(
+            count(&pool, "SELECT count(*) FROM attendance_authorities").await,
+            48
+        );
+        assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 24);
+        assert_eq!(
+            count(&pool, "SELECT count(*) FROM attendance_children").await,
+            8
+        );
+        for child in 0..8 {
+            let recent = store
+                .recent(&format!("99900000{child:02}"), 25)
+                .await
+                .unwrap();
+            assert_eq!(recent.len(), 3, "child {child}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_that_fails_in_a_batch_fails_alone() {
+        let (_url, pool) = migrated().await;
+        let store = PgAttendanceStore::new(pool.clone());
+        let first = kept("9990000001", 1_000);
+        record(&store, &first).await.unwrap();
+        let statements = store.batcher.statements();
+
+        let mut checks: Vec<_> = (2..6_i64)
+            .map(|i| kept(&format!("999000000{i}"), 1_000 + i))
+            .collect();
+        // The third reuses an attendance id already stored: a unique violation.
+        checks[2].0.attendance_id = first.0.attendance_id;
+        let answers =
+            futures_util::future::join_all(checks.iter().map(|c| record(&store, c))).await;
+
+        assert_eq!(
+            store.batcher.statements() - statements,
+            1 + 4,
+            "the batch, then each check on its own"
+        );
+        for (i, answer) in answers.iter().enumerate() {
+            assert_eq!(answer.is_err(), i == 2, "check {i}: {answer:?}");
+        }
+        assert_eq!(count(&pool, "SELECT count(*) FROM attendances").await, 4);
+        assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_check_whose_caller_left_while_it_waited_is_not_recorded() {
+        let (_url, pool) = migrated().await;
+        let store = PgAttendanceStore::new(pool.clone());
+        let gone = kept("9990000001", 1_000);
+        let stays = kept("9990000002", 2_000);
+        {
+            // Queued (its batch's runner has not run yet on this thread), then dropped.
+            let mut queued = std::pin::pin!(record(&store, &gone));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(queued.as_mut().poll(&mut cx).is_pending());
+        }
+        let answer = record(&store, &stays).await.unwrap();
+        assert_eq!(answer.len(), 1);
+        assert_eq!(count(&pool, "SELECT count(*) FROM attendances").await, 1);
+        assert_eq!(
+            count(
+                &pool,
+                "SELECT count(*) FROM attendances WHERE nhs_number = '9990000001'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 1);
     }
 }
