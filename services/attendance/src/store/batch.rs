@@ -122,12 +122,17 @@ impl Batcher {
 
     /// Takes batches from the queue until it is empty.
     async fn run(self: Arc<Self>) {
+        let mut runner = Runner {
+            batcher: Arc::clone(&self),
+            counted: true,
+        };
         loop {
             let batch = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let batch = take(&mut state.queue);
                 if batch.is_empty() {
                     state.running -= 1;
+                    runner.counted = false;
                     return;
                 }
                 batch
@@ -277,6 +282,22 @@ impl Batcher {
             slot.push(summary(row));
         }
         Ok(recent)
+    }
+}
+
+/// A runner, counted in `State::running` until it returns. Should a batch panic, the runner
+/// it ends is no longer counted, so that the next check starts another.
+struct Runner {
+    batcher: Arc<Batcher>,
+    counted: bool,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut state = self.batcher.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.running -= 1;
+        }
     }
 }
 
