@@ -15,7 +15,7 @@
 //! cancelled call) is not recorded. A runner is a task of its own, so that a caller who
 //! goes while its batch is in flight does not take the others' answers with it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use cpis_mesh::db::Warm;
@@ -26,9 +26,10 @@ use tokio::sync::oneshot;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::postgres::check_statement;
+use super::postgres::{check_statement, recent_and_kept_sql};
 use super::{
-    AttendanceSummary, NewAttendance, RECENT_ATTENDANCES, RecentRow, Recording, StoreError, summary,
+    AttendanceSummary, NewAttendance, RECENT_ATTENDANCES, RecentRow, Recording, StoreError,
+    retain_child_sql, summary,
 };
 
 /// Statements in flight at once. Two keep both cores of a small machine busy while one waits
@@ -66,7 +67,7 @@ struct State {
 pub(super) struct Batcher {
     state: Mutex<State>,
     checks: Arc<Warm>,
-    /// Statements run so far, and the checks they recorded (for tests and the curious).
+    /// Statements run so far (shared or alone), for tests.
     statements: std::sync::atomic::AtomicU64,
 }
 
@@ -185,84 +186,11 @@ impl Batcher {
     async fn statement(&self, checks: &[Check]) -> Result<Vec<Vec<AttendanceSummary>>, StoreError> {
         self.statements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut authority_of = Vec::new();
-        let mut authorities = Vec::new();
-        let mut events = Vec::new();
-        for (n, check) in (1_i64..).zip(checks) {
-            for authority in check
-                .attendance
-                .as_ref()
-                .map_or(&[][..], |a| a.authorities.as_slice())
-            {
-                authority_of.push(n);
-                authorities.push(authority.as_str());
-            }
-            events.extend(check.events.iter().cloned());
-        }
-        let query = sqlx::query(&BATCH_SQL)
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| c.nhs_number.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(checks.iter().map(|c| c.retain_until_us).collect::<Vec<_>>())
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.attendance_id))
-                    .collect::<Vec<Option<Uuid>>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.organisation.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).and_then(|a| a.site.as_deref()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.setting_type))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.setting_name.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.arrival_us))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.practitioner.as_slice()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.flag_current))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                checks
-                    .iter()
-                    .map(|c| attendance(c).map(|a| a.record_us))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(authority_of)
-            .bind(authorities);
+        let events: Vec<NewOutboxEvent> = checks
+            .iter()
+            .flat_map(|c| c.events.iter().cloned())
+            .collect();
+        let query = Columns::of(checks).bind(sqlx::query(&BATCH_SQL));
         let mut conn = self.checks.acquire().await?;
         let rows = PostgresEvents::of(&events)
             .bind(query)
@@ -301,22 +229,93 @@ impl Drop for Runner {
     }
 }
 
-fn attendance(check: &Check) -> Option<&NewAttendance> {
-    check.attendance.as_ref()
+/// The checks' columns, as [`batch_sql`]'s arrays `$1` to `$13`: the attendance's columns
+/// NULL for a check that keeps none, and the authorities flattened, each with its check's
+/// number.
+#[derive(Default)]
+struct Columns<'c> {
+    nhs_number: Vec<&'c str>,
+    retain_until_us: Vec<Option<i64>>,
+    attendance_id: Vec<Option<Uuid>>,
+    organisation: Vec<Option<&'c str>>,
+    site: Vec<Option<&'c str>>,
+    setting_type: Vec<Option<i32>>,
+    setting_name: Vec<Option<&'c str>>,
+    arrival_us: Vec<Option<i64>>,
+    practitioner: Vec<Option<&'c [u8]>>,
+    flag_current: Vec<Option<bool>>,
+    record_us: Vec<Option<i64>>,
+    authority_of: Vec<i64>,
+    authority: Vec<&'c str>,
+}
+
+impl<'c> Columns<'c> {
+    fn of(checks: &'c [Check]) -> Self {
+        let mut columns = Self::default();
+        for (n, check) in (1_i64..).zip(checks) {
+            let a: Option<&NewAttendance> = check.attendance.as_ref();
+            columns.nhs_number.push(&check.nhs_number);
+            columns.retain_until_us.push(check.retain_until_us);
+            columns.attendance_id.push(a.map(|a| a.attendance_id));
+            columns
+                .organisation
+                .push(a.map(|a| a.organisation.as_str()));
+            columns.site.push(a.and_then(|a| a.site.as_deref()));
+            columns.setting_type.push(a.map(|a| a.setting_type));
+            columns
+                .setting_name
+                .push(a.map(|a| a.setting_name.as_str()));
+            columns.arrival_us.push(a.map(|a| a.arrival_us));
+            columns
+                .practitioner
+                .push(a.map(|a| a.practitioner.as_slice()));
+            columns.flag_current.push(a.map(|a| a.flag_current));
+            columns.record_us.push(a.map(|a| a.record_us));
+            for authority in a.map_or(&[][..], |a| a.authorities.as_slice()) {
+                columns.authority_of.push(n);
+                columns.authority.push(authority);
+            }
+        }
+        columns
+    }
+
+    /// Binds the arrays, in [`batch_sql`]'s order.
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'c: 'q,
+    {
+        query
+            .bind(self.nhs_number)
+            .bind(self.retain_until_us)
+            .bind(self.attendance_id)
+            .bind(self.organisation)
+            .bind(self.site)
+            .bind(self.setting_type)
+            .bind(self.setting_name)
+            .bind(self.arrival_us)
+            .bind(self.practitioner)
+            .bind(self.flag_current)
+            .bind(self.record_us)
+            .bind(self.authority_of)
+            .bind(self.authority)
+    }
 }
 
 /// The next batch: from the front of the queue, up to [`MOST`] checks of different children
 /// (a second check of a child waits for the next batch, in its place); checks whose caller
 /// has gone are dropped.
 fn take(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
-    let mut batch = Vec::new();
-    let mut children = HashSet::new();
+    let mut batch: Vec<Queued> = Vec::new();
     let mut left = VecDeque::new();
     while let Some(queued) = queue.pop_front() {
         if queued.answer.is_closed() {
             continue;
         }
-        if batch.len() < MOST && children.insert(queued.check.nhs_number.clone()) {
+        let child = &queued.check.nhs_number;
+        if !batch.iter().any(|b| &b.check.nhs_number == child) {
             batch.push(queued);
         } else {
             left.push_back(queued);
@@ -342,17 +341,7 @@ fn batch_sql() -> String {
             WITH ORDINALITY AS i(nhs_number, retain_until_us, attendance_id, organisation, \
                 site, setting_type, setting_name, arrival_us, practitioner, flag_current, \
                 record_us, n) \
-         ), retained AS ( \
-            INSERT INTO attendance_children (nhs_number, retain_until_us) \
-            SELECT i.nhs_number, i.retain_until_us FROM input i \
-            WHERE (i.attendance_id IS NOT NULL OR EXISTS \
-                (SELECT 1 FROM attendance_children c WHERE c.nhs_number = i.nhs_number)) \
-            AND NOT EXISTS (SELECT 1 FROM attendance_children c \
-                WHERE c.nhs_number = i.nhs_number \
-                AND c.retain_until_us IS NOT DISTINCT FROM i.retain_until_us) \
-            ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
-            WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us \
-         ), kept AS ( \
+         ), retained AS ({}), kept AS ( \
             INSERT INTO attendances (attendance_id, nhs_number, organisation, site, \
                 setting_type, setting_name, arrival_us, practitioner, flag_current, record_us) \
             SELECT attendance_id, nhs_number, organisation, site, setting_type, setting_name, \
@@ -367,19 +356,17 @@ fn batch_sql() -> String {
          ), events AS ({}) \
          SELECT r.arrival_us, r.organisation, r.site, r.setting_type, r.setting_name, i.n \
          FROM input i CROSS JOIN LATERAL ( \
-            SELECT * FROM ( \
-                (SELECT attendance_id, arrival_us, organisation, site, setting_type, \
-                    setting_name \
-                 FROM attendances WHERE nhs_number = i.nhs_number \
-                 ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit}) \
-                UNION ALL \
-                SELECT attendance_id, arrival_us, organisation, site, setting_type, \
-                    setting_name \
-                FROM kept WHERE kept.attendance_id = i.attendance_id \
-            ) AS u ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit} \
+            SELECT * FROM ({}) AS u ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit} \
          ) AS r \
          ORDER BY i.n, r.arrival_us DESC, r.attendance_id DESC",
+        retain_child_sql(
+            "FROM input i",
+            "i.nhs_number",
+            "i.retain_until_us",
+            "i.attendance_id IS NOT NULL"
+        ),
         postgres_enqueue_sql(14),
+        recent_and_kept_sql("i.nhs_number", "WHERE kept.attendance_id = i.attendance_id"),
         limit = RECENT_ATTENDANCES,
     )
 }

@@ -202,22 +202,24 @@ pub(crate) const INSERT_ATTENDANCE: &str = "INSERT INTO attendances \
 /// service keeps nothing of (an unflagged child leaves no trace). Written only when it
 /// changes (`IS [NOT] DISTINCT FROM` is NULL-safe on both databases): a row already holding
 /// the value is not even tried, since an upsert locks the row it conflicts with until
-/// commit, and checks of the same child would then wait for each other's commit. `$1` is
-/// the NHS number, `$2` the time.
-pub(crate) fn retain_child_sql(kept: &str) -> String {
+/// commit, and checks of the same child would then wait for each other's commit. The rows
+/// come from `from` (empty for one row of parameters), each with the NHS number `child`
+/// and the time `until`; at most one per child, since an upsert may not touch a row twice.
+pub(crate) fn retain_child_sql(from: &str, child: &str, until: &str, kept: &str) -> String {
     format!(
-        "INSERT INTO attendance_children (nhs_number, retain_until_us) SELECT $1, $2 \
-         WHERE ({kept} OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1)) \
-         AND NOT EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = $1 \
-             AND retain_until_us IS NOT DISTINCT FROM $2) \
+        "INSERT INTO attendance_children (nhs_number, retain_until_us) \
+         SELECT {child}, {until} {from} \
+         WHERE ({kept} OR EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = {child})) \
+         AND NOT EXISTS (SELECT 1 FROM attendance_children WHERE nhs_number = {child} \
+             AND retain_until_us IS NOT DISTINCT FROM {until}) \
          ON CONFLICT (nhs_number) DO UPDATE SET retain_until_us = excluded.retain_until_us \
          WHERE attendance_children.retain_until_us IS DISTINCT FROM excluded.retain_until_us"
     )
 }
 
-/// [`retain_child_sql`] with `kept` as parameter `$3`.
+/// [`retain_child_sql`] for one child: `$1` the NHS number, `$2` the time, `$3` kept.
 pub(crate) static RETAIN_CHILD: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| retain_child_sql("$3"));
+    std::sync::LazyLock::new(|| retain_child_sql("", "$1", "$2", "$3"));
 
 // After the sweep deleted their attendances: the rows of children with none left whose
 // time has come (a check that kept a new attendance meanwhile moved its child's time on).

@@ -45,16 +45,27 @@ fn check_sql() -> String {
             SELECT a.authority, kept.attendance_id, kept.arrival_us \
             FROM kept, unnest($12::text[]) AS a(authority) \
          ), events AS ({}) \
-         SELECT arrival_us, organisation, site, setting_type, setting_name FROM ( \
-            (SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
-             FROM attendances WHERE nhs_number = $1 \
-             ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit}) \
-            UNION ALL \
-            SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
-            FROM kept \
-         ) AS r ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit}",
-        retain_child_sql("$3::uuid IS NOT NULL"),
+         SELECT arrival_us, organisation, site, setting_type, setting_name FROM ({}) AS r \
+         ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit}",
+        retain_child_sql("", "$1", "$2", "$3::uuid IS NOT NULL"),
         postgres_enqueue_sql(13),
+        recent_and_kept_sql("$1", ""),
+        limit = RECENT_ATTENDANCES,
+    )
+}
+
+/// The child `child`'s last [`RECENT_ATTENDANCES`] stored attendances, newest first, and
+/// the rows of `kept` (the statement's kept attendances) that `kept_filter` lets through:
+/// the answer's attendances before their own ordering and limit. The stored part is limited
+/// inside, so that the child index is read newest first and stops (see [`check_sql`]).
+pub(super) fn recent_and_kept_sql(child: &str, kept_filter: &str) -> String {
+    format!(
+        "(SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+          FROM attendances WHERE nhs_number = {child} \
+          ORDER BY arrival_us DESC, attendance_id DESC LIMIT {limit}) \
+         UNION ALL \
+         SELECT attendance_id, arrival_us, organisation, site, setting_type, setting_name \
+         FROM kept {kept_filter}",
         limit = RECENT_ATTENDANCES,
     )
 }
