@@ -47,15 +47,26 @@ pub struct PostgresEvents<'e> {
 }
 
 impl<'e> PostgresEvents<'e> {
-    /// The columns of `events`.
-    pub fn of(events: &'e [NewOutboxEvent]) -> Self {
-        Self {
-            ids: events.iter().map(NewOutboxEvent::id).collect(),
-            destinations: events.iter().map(NewOutboxEvent::destination).collect(),
-            payloads: events.iter().map(NewOutboxEvent::payload).collect(),
-            parents: events.iter().map(NewOutboxEvent::traceparent).collect(),
-            states: events.iter().map(NewOutboxEvent::tracestate).collect(),
+    /// The columns of `events` (a slice, or the events of several writes in turn, borrowed
+    /// where they lie).
+    pub fn of(events: impl IntoIterator<Item = &'e NewOutboxEvent>) -> Self {
+        let events = events.into_iter();
+        let n = events.size_hint().0;
+        let mut columns = Self {
+            ids: Vec::with_capacity(n),
+            destinations: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            parents: Vec::with_capacity(n),
+            states: Vec::with_capacity(n),
+        };
+        for event in events {
+            columns.ids.push(event.id());
+            columns.destinations.push(event.destination());
+            columns.payloads.push(event.payload());
+            columns.parents.push(event.traceparent());
+            columns.states.push(event.tracestate());
         }
+        columns
     }
 
     /// Binds the five arrays, in the order [`postgres_enqueue_sql`] numbers them.

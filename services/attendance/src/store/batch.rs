@@ -186,13 +186,9 @@ impl Batcher {
     async fn statement(&self, checks: &[Check]) -> Result<Vec<Vec<AttendanceSummary>>, StoreError> {
         self.statements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let events: Vec<NewOutboxEvent> = checks
-            .iter()
-            .flat_map(|c| c.events.iter().cloned())
-            .collect();
         let query = Columns::of(checks).bind(sqlx::query(&BATCH_SQL));
         let mut conn = self.checks.acquire().await?;
-        let rows = PostgresEvents::of(&events)
+        let rows = PostgresEvents::of(checks.iter().flat_map(|c| &c.events))
             .bind(query)
             .try_map(|row: PgRow| {
                 let n: i64 = sqlx::Row::try_get(&row, 5)?;
